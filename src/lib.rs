@@ -1,0 +1,33 @@
+//! # poolwarden
+//!
+//! Keeps pools of expensive workers (ML model instances above all) at the right size: scales
+//! each model's workers back to zero gradually when traffic stops, frees memory under
+//! pressure, and never touches a worker in the middle of a request.
+//!
+//! * [`Pool`]: model key → workers, leased one request at a time ([`Lease`]).
+//! * [`Scheduler`]: one maintenance thread for every registered pool; each tick it reads memory
+//!   once, snapshots the pools, runs the policies and applies their proposals.
+//! * Policies ([`EvictionPolicy`] and the built-ins) live in the `poolwarden-policies` crate,
+//!   re-exported here as [`policies`].
+//! * [`config`]: TOML configuration and the policy [`PolicyRegistry`].
+//!
+//! Policies propose, the pool enforces, the scheduler acts.
+#![warn(missing_docs)]
+
+pub mod clock;
+pub mod pool;
+pub mod probe;
+pub mod scheduler;
+mod snapshot_buffer;
+
+pub use poolwarden_policies as policies;
+pub use poolwarden_policies::{EvictionPolicy, EvictionReason, Proposal, Snapshot, WorkerId};
+
+pub use clock::{Clock, ManualClock, SystemClock, TscClock};
+pub use pool::{
+    AcquireError, Eviction, Lease, ManagedPool, Pool, PoolBuilder, PoolStats, SpawnError,
+    SpawnReservation, Worker, WorkerFactory,
+};
+pub use probe::{FixedProbe, MemoryProbe, MemoryReading, SysinfoProbe};
+pub use scheduler::{EvictionEvent, Scheduler, SchedulerBuilder, SchedulerStats, TickReport};
+pub use snapshot_buffer::{DeadWorker, SnapshotBuffer};

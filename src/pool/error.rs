@@ -1,0 +1,33 @@
+//! Errors of the request path.
+
+use std::time::Duration;
+
+use super::worker::SpawnError;
+
+/// Why [`crate::Pool::acquire`] returned no lease.
+#[derive(Debug, thiserror::Error)]
+pub enum AcquireError {
+    /// The factory failed to create a worker; the pool's accounting is unchanged.
+    #[error("spawning a worker for `{key}` failed: {source}")]
+    Spawn {
+        /// The key.
+        key: String,
+        /// The factory's error.
+        #[source]
+        source: SpawnError,
+    },
+    /// The factory panicked; the pool's accounting is unchanged.
+    #[error("the worker factory panicked while spawning for `{key}`")]
+    SpawnPanicked {
+        /// The key.
+        key: String,
+    },
+    /// Every worker of the key stayed busy and no more could be spawned within the timeout.
+    #[error("no worker for `{key}` became free within {waited:?}")]
+    Timeout {
+        /// The key.
+        key: String,
+        /// How long the caller waited.
+        waited: Duration,
+    },
+}

@@ -1,0 +1,391 @@
+//! The maintenance scheduler: one thread for every registered pool.
+//!
+//! Every tick it (1) takes one memory reading, (2) snapshots every pool and runs each policy
+//! on it, (3) applies the proposals through the pools' atomic evict, (4) logs and publishes
+//! each eviction with its reason, and (5) logs each pool's accounted memory at debug level.
+//! [`Scheduler::tick_once`] runs exactly one tick on the caller's thread, for tests and the
+//! simulator; [`Scheduler::start`] runs ticks on a thread named `pool-maintenance`.
+
+mod event;
+
+use std::collections::HashSet;
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{select, Receiver, Sender};
+use poolwarden_policies::{EvictionPolicy, Noop, Proposal, WorkerId};
+
+use crate::clock::{Clock, TscClock};
+use crate::pool::{Eviction, ManagedPool, Pool, Worker};
+use crate::probe::{sane, FixedProbe, MemoryProbe};
+use crate::snapshot_buffer::SnapshotBuffer;
+
+pub use event::{EvictionEvent, SchedulerStats, TickReport};
+
+/// The name of the maintenance thread.
+pub const THREAD_NAME: &str = "pool-maintenance";
+
+/// One policy instance and the pools it governs.
+struct PolicySlot {
+    policy: Box<dyn EvictionPolicy>,
+    /// Per registered pool: governed by this instance?
+    governed: Vec<bool>,
+    panics: u64,
+}
+
+struct Registered {
+    pool: Arc<dyn ManagedPool>,
+}
+
+/// Everything a tick touches, behind one lock that the request path never takes.
+struct Core {
+    pools: Vec<Registered>,
+    slots: Vec<PolicySlot>,
+    probe: Box<dyn MemoryProbe>,
+    buffer: SnapshotBuffer,
+    proposals: Vec<Proposal>,
+    applied: HashSet<(usize, WorkerId)>,
+    subscribers: Vec<Sender<EvictionEvent>>,
+    stats: SchedulerStats,
+}
+
+struct Running {
+    shutdown: Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+/// Runs eviction policies over registered pools. See the [module docs](self).
+pub struct Scheduler {
+    core: Arc<Mutex<Core>>,
+    clock: Arc<dyn Clock>,
+    tick: Duration,
+    running: Mutex<Option<Running>>,
+}
+
+/// Builds a [`Scheduler`].
+pub struct SchedulerBuilder {
+    clock: Option<Arc<dyn Clock>>,
+    tick: Duration,
+    probe: Option<Box<dyn MemoryProbe>>,
+    policy: Option<Box<dyn EvictionPolicy>>,
+}
+
+impl SchedulerBuilder {
+    /// How often the maintenance thread ticks. Default 1 s. Zero is raised to 1 ms.
+    pub fn tick(mut self, tick: Duration) -> Self {
+        self.tick = tick.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The clock; it must be the pools' clock. Default: the process-wide [`TscClock`].
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// The memory probe. Default: a probe that always reads "unknown" (memory pressure off).
+    pub fn probe(mut self, probe: impl MemoryProbe) -> Self {
+        self.probe = Some(Box::new(probe));
+        self
+    }
+
+    /// The default policy, for every pool registered without its own. Default: `noop`.
+    pub fn policy(mut self, policy: Box<dyn EvictionPolicy>) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// The scheduler, not yet ticking.
+    pub fn build(self) -> Scheduler {
+        let core = Core {
+            pools: Vec::new(),
+            slots: vec![PolicySlot {
+                policy: self.policy.unwrap_or_else(|| Box::new(Noop)),
+                governed: Vec::new(),
+                panics: 0,
+            }],
+            probe: self
+                .probe
+                .unwrap_or_else(|| Box::new(FixedProbe::new(None))),
+            buffer: SnapshotBuffer::default(),
+            proposals: Vec::new(),
+            applied: HashSet::new(),
+            subscribers: Vec::new(),
+            stats: SchedulerStats::default(),
+        };
+        Scheduler {
+            core: Arc::new(Mutex::new(core)),
+            clock: self.clock.unwrap_or_else(|| Arc::new(TscClock::default())),
+            tick: self.tick,
+            running: Mutex::new(None),
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Scheduler {
+    /// A builder with the defaults: 1 s tick, process-wide TSC clock, no memory probe, `noop`.
+    pub fn builder() -> SchedulerBuilder {
+        SchedulerBuilder {
+            clock: None,
+            tick: Duration::from_secs(1),
+            probe: None,
+            policy: None,
+        }
+    }
+
+    /// The tick interval.
+    pub fn tick_interval(&self) -> Duration {
+        self.tick
+    }
+
+    /// Registers a pool under the default policy.
+    pub fn register<W: Worker>(&self, pool: &Pool<W>) {
+        self.register_managed(pool.managed(), None);
+    }
+
+    /// Registers a pool with its own policy, which governs this pool's keys only (a global
+    /// policy such as memory-pressure still looks at every pool).
+    pub fn register_with_policy<W: Worker>(&self, pool: &Pool<W>, policy: Box<dyn EvictionPolicy>) {
+        self.register_managed(pool.managed(), Some(policy));
+    }
+
+    /// Registers any [`ManagedPool`], with an optional policy of its own.
+    pub fn register_managed(
+        &self,
+        pool: Arc<dyn ManagedPool>,
+        policy: Option<Box<dyn EvictionPolicy>>,
+    ) {
+        let mut core = lock(&self.core);
+        let index = core.pools.len();
+        let slot = match policy {
+            None => 0,
+            Some(policy) => {
+                core.slots.push(PolicySlot {
+                    policy,
+                    governed: Vec::new(),
+                    panics: 0,
+                });
+                core.slots.len() - 1
+            }
+        };
+        for (i, s) in core.slots.iter_mut().enumerate() {
+            s.governed.push(i == slot);
+        }
+        debug_assert_eq!(core.slots[slot].governed.len(), index + 1);
+        core.pools.push(Registered { pool });
+    }
+
+    /// A channel that receives every eviction from now on.
+    pub fn subscribe(&self) -> Receiver<EvictionEvent> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        lock(&self.core).subscribers.push(tx);
+        rx
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> SchedulerStats {
+        lock(&self.core).stats.clone()
+    }
+
+    /// Runs exactly one tick now, on this thread, at the clock's current time.
+    pub fn tick_once(&self) -> TickReport {
+        let now = self.clock.now();
+        lock(&self.core).tick(now)
+    }
+
+    /// Starts the maintenance thread. Starting a running scheduler does nothing.
+    pub fn start(&self) -> io::Result<()> {
+        let mut running = lock(&self.running);
+        if running.is_some() {
+            return Ok(());
+        }
+        let (shutdown, stop) = crossbeam_channel::bounded::<()>(1);
+        let core = Arc::clone(&self.core);
+        let clock = Arc::clone(&self.clock);
+        let interval = self.tick;
+        let thread = std::thread::Builder::new()
+            .name(THREAD_NAME.to_string())
+            .spawn(move || {
+                let ticker = crossbeam_channel::tick(interval);
+                loop {
+                    select! {
+                        recv(ticker) -> _ => {
+                            let now = clock.now();
+                            lock(&core).tick(now);
+                        }
+                        recv(stop) -> _ => break,
+                    }
+                }
+                log::debug!("{THREAD_NAME}: stopped");
+            })?;
+        *running = Some(Running { shutdown, thread });
+        Ok(())
+    }
+
+    /// Whether the maintenance thread is running.
+    pub fn is_running(&self) -> bool {
+        lock(&self.running).is_some()
+    }
+
+    /// Stops the maintenance thread and joins it. Returns promptly whatever the tick interval:
+    /// the thread waits on its ticker and a shutdown channel together, never in a sleep.
+    pub fn stop(&self) {
+        let running = lock(&self.running).take();
+        if let Some(Running { shutdown, thread }) = running {
+            let _ = shutdown.send(());
+            if thread.join().is_err() {
+                log::error!("{THREAD_NAME}: the maintenance thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Core {
+    fn tick(&mut self, now: Duration) -> TickReport {
+        let memory = sane(
+            catch_unwind(AssertUnwindSafe(|| self.probe.read())).unwrap_or_else(|_| {
+                log::error!(
+                    "{THREAD_NAME}: the memory probe panicked; memory is unknown this tick"
+                );
+                None
+            }),
+        );
+        let mut report = TickReport {
+            at: now,
+            memory,
+            ..TickReport::default()
+        };
+
+        self.buffer.clear();
+        for (index, registered) in self.pools.iter().enumerate() {
+            registered.pool.snapshot_into(&mut self.buffer, index);
+        }
+
+        let dead = std::mem::take(&mut self.buffer.dead);
+        for worker in &dead {
+            let pool = &self.pools[worker.pool].pool;
+            if let Some(eviction) = pool.remove_dead(&worker.key, worker.worker) {
+                self.record(now, worker.pool, eviction, &mut report);
+            }
+        }
+        self.buffer.dead = dead;
+
+        self.proposals.clear();
+        for slot in &mut self.slots {
+            if !slot.governed.iter().any(|g| *g) {
+                continue;
+            }
+            let snapshot = self.buffer.view(now, memory, &slot.governed);
+            let before = self.proposals.len();
+            let policy = &mut slot.policy;
+            let proposals = &mut self.proposals;
+            if catch_unwind(AssertUnwindSafe(|| policy.propose(&snapshot, proposals))).is_err() {
+                self.proposals.truncate(before);
+                slot.panics += 1;
+                report.policy_panics += 1;
+                self.stats.policy_panics += 1;
+                let pools: Vec<&str> = self
+                    .pools
+                    .iter()
+                    .zip(&slot.governed)
+                    .filter(|(_, governed)| **governed)
+                    .map(|(p, _)| p.pool.name())
+                    .collect();
+                if slot.panics == 1 || slot.panics.is_power_of_two() {
+                    log::error!(
+                        "{THREAD_NAME}: policy `{}` for pool(s) {} panicked ({} time(s)); its proposals were dropped, other pools are unaffected",
+                        slot.policy.name(),
+                        pools.join(", "),
+                        slot.panics
+                    );
+                }
+            }
+        }
+
+        self.applied.clear();
+        let proposals = std::mem::take(&mut self.proposals);
+        for proposal in &proposals {
+            let Some(key) = self.buffer.keys.get(proposal.key) else {
+                log::warn!("{THREAD_NAME}: dropped a proposal for key index {} that is not in the snapshot", proposal.key);
+                continue;
+            };
+            if !self.applied.insert((proposal.key, proposal.worker)) {
+                continue;
+            }
+            let pool_index = key.pool;
+            let pool = &self.pools[pool_index].pool;
+            if let Some(eviction) = pool.evict(&key.key, proposal.worker, proposal.reason.clone()) {
+                self.record(now, pool_index, eviction, &mut report);
+            }
+        }
+        self.proposals = proposals;
+
+        self.stats.ticks += 1;
+        self.stats.last_memory = memory;
+        if log::log_enabled!(log::Level::Debug) {
+            let mut total = 0u64;
+            for registered in &self.pools {
+                let bytes = registered.pool.accounted_bytes();
+                total += bytes;
+                log::debug!(
+                    "pool {}: {} workers, {:.1} MiB accounted",
+                    registered.pool.name(),
+                    registered.pool.total_workers(),
+                    bytes as f64 / (1024.0 * 1024.0)
+                );
+            }
+            log::debug!(
+                "all pools: {:.1} MiB accounted",
+                total as f64 / (1024.0 * 1024.0)
+            );
+        }
+        report
+    }
+
+    fn record(
+        &mut self,
+        now: Duration,
+        pool_index: usize,
+        eviction: Eviction,
+        report: &mut TickReport,
+    ) {
+        let pool = &self.pools[pool_index].pool;
+        log::info!(
+            "pool {}: evicted worker {} of `{}` ({}), {} left",
+            pool.name(),
+            eviction.worker,
+            eviction.key,
+            eviction.reason,
+            eviction.workers_left
+        );
+        *self
+            .stats
+            .evictions
+            .entry(eviction.reason.to_string())
+            .or_insert(0) += 1;
+        let event = EvictionEvent {
+            at: now,
+            pool: Arc::from(pool.name()),
+            key: eviction.key,
+            worker: eviction.worker,
+            reason: eviction.reason,
+            workers_left: eviction.workers_left,
+            freed_bytes: eviction.freed_bytes,
+        };
+        self.subscribers.retain(|tx| tx.send(event.clone()).is_ok());
+        report.evictions.push(event);
+    }
+}
