@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod clock;
+pub mod config;
 pub mod pool;
 pub mod probe;
 pub mod scheduler;
@@ -24,6 +25,7 @@ pub use poolwarden_policies as policies;
 pub use poolwarden_policies::{EvictionPolicy, EvictionReason, Proposal, Snapshot, WorkerId};
 
 pub use clock::{Clock, ManualClock, SystemClock, TscClock};
+pub use config::{Config, ConfigError, PolicyRegistry};
 pub use pool::{
     AcquireError, Eviction, Lease, ManagedPool, Pool, PoolBuilder, PoolStats, SpawnError,
     SpawnReservation, Worker, WorkerFactory,

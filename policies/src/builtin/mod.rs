@@ -20,6 +20,16 @@ pub struct InvalidParameter {
     pub message: String,
 }
 
+impl InvalidParameter {
+    /// A parameter `key` that is invalid because of `message`.
+    pub fn new(key: &'static str, message: impl Into<String>) -> Self {
+        InvalidParameter {
+            key,
+            message: message.into(),
+        }
+    }
+}
+
 impl std::fmt::Display for InvalidParameter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.key, self.message)
