@@ -19,6 +19,7 @@ pub mod config;
 pub mod pool;
 pub mod probe;
 pub mod scheduler;
+pub mod sim;
 mod snapshot_buffer;
 
 pub use poolwarden_policies as policies;

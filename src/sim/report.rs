@@ -1,0 +1,259 @@
+//! What a simulation run measures, and how it is shown.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+/// One run's figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Summary {
+    /// Requests replayed.
+    pub requests: u64,
+    /// Requests that had to wait for a spawn.
+    pub cold_starts: u64,
+    /// Workers spawned.
+    pub spawns: u64,
+    /// Evictions of any reason.
+    pub evictions: u64,
+    /// Evictions by reason.
+    pub evictions_by_reason: BTreeMap<String, u64>,
+    /// Integral of live workers over time, in worker-seconds.
+    pub worker_seconds: f64,
+    /// Worker-seconds with no request in flight: memory held for nothing.
+    pub idle_worker_seconds: f64,
+    /// Most live workers at once, over all pools.
+    pub peak_workers: u64,
+    /// Most accounted bytes at once, over all pools.
+    pub peak_memory_bytes: u64,
+    /// Mean time from arrival to getting a worker, seconds.
+    pub mean_wait_secs: f64,
+    /// 99th percentile of that wait (nearest rank), seconds.
+    pub p99_wait_secs: f64,
+    /// Virtual time at which the run ended, seconds.
+    pub end_secs: f64,
+}
+
+/// One eviction in a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SimEvent {
+    /// When, seconds from the trace's start.
+    pub at_secs: f64,
+    /// The pool.
+    pub pool: String,
+    /// The key.
+    pub model: String,
+    /// The worker's id.
+    pub worker: u64,
+    /// Why.
+    pub reason: String,
+    /// Workers the key had left.
+    pub workers_after: usize,
+}
+
+/// A change of one key's worker count (the CSV and SVG timeline).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TimelinePoint {
+    /// When, seconds.
+    pub at_secs: f64,
+    /// The pool.
+    pub pool: String,
+    /// The key.
+    pub model: String,
+    /// Its live workers from then on.
+    pub workers: usize,
+    /// Its accounted bytes from then on.
+    pub memory_bytes: u64,
+}
+
+/// One policy's run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SimRun {
+    /// The policy's label (its kind; a chain lists its members).
+    pub policy: String,
+    /// The figures.
+    pub summary: Summary,
+    /// Every eviction, in order.
+    pub events: Vec<SimEvent>,
+    /// Worker-count changes per key.
+    #[serde(skip)]
+    pub timeline: Vec<TimelinePoint>,
+}
+
+/// `m:ss`, or `h:mm:ss` past an hour; fractions of a second when there are any.
+pub fn clock_time(secs: f64) -> String {
+    let whole = secs.floor();
+    let fraction = secs - whole;
+    let total = whole as u64;
+    let (h, m, s) = (total / 3600, (total % 3600) / 60, total % 60);
+    let mut out = if h > 0 {
+        format!("{h}:{m:02}:{s:02}")
+    } else {
+        format!("{m}:{s:02}")
+    };
+    if fraction > 1e-9 {
+        let millis = format!("{:.3}", fraction);
+        out.push_str(millis.trim_start_matches('0').trim_end_matches('0'));
+    }
+    out
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const GIB: f64 = (1u64 << 30) as f64;
+    const MIB: f64 = (1u64 << 20) as f64;
+    let b = bytes as f64;
+    if b >= GIB {
+        format!("{:.1} GiB", b / GIB)
+    } else {
+        format!("{:.1} MiB", b / MIB)
+    }
+}
+
+/// The eviction timeline and the side-by-side summary table, as text.
+pub fn render_text(trace_name: &str, runs: &[SimRun]) -> String {
+    let mut out = String::new();
+    for run in runs {
+        let _ = writeln!(
+            out,
+            "== {} on {trace_name}: {} evictions",
+            run.policy,
+            run.events.len()
+        );
+        if !run.events.is_empty() {
+            let _ = writeln!(
+                out,
+                "{:>9}  {:<12} {:<16} {:>6}  {:<16} {:>4}",
+                "time", "pool", "model", "worker", "reason", "left"
+            );
+        }
+        for e in &run.events {
+            let _ = writeln!(
+                out,
+                "{:>9}  {:<12} {:<16} {:>6}  {:<16} {:>4}",
+                clock_time(e.at_secs),
+                e.pool,
+                e.model,
+                e.worker,
+                e.reason,
+                e.workers_after
+            );
+        }
+        out.push('\n');
+    }
+
+    let mut reasons: Vec<&str> = runs
+        .iter()
+        .flat_map(|r| r.summary.evictions_by_reason.keys().map(String::as_str))
+        .collect();
+    reasons.sort_unstable();
+    reasons.dedup();
+
+    let mut rows: Vec<(String, Vec<String>)> = Vec::new();
+    let column =
+        |f: &dyn Fn(&Summary) -> String| runs.iter().map(|r| f(&r.summary)).collect::<Vec<_>>();
+    rows.push(("requests".into(), column(&|s| s.requests.to_string())));
+    rows.push((
+        "cold starts".into(),
+        column(&|s| {
+            let pct = if s.requests > 0 {
+                100.0 * s.cold_starts as f64 / s.requests as f64
+            } else {
+                0.0
+            };
+            format!("{} ({pct:.1}%)", s.cold_starts)
+        }),
+    ));
+    rows.push(("spawns".into(), column(&|s| s.spawns.to_string())));
+    rows.push(("evictions".into(), column(&|s| s.evictions.to_string())));
+    for reason in reasons {
+        rows.push((
+            format!("  {reason}"),
+            column(&|s| {
+                s.evictions_by_reason
+                    .get(reason)
+                    .copied()
+                    .unwrap_or(0)
+                    .to_string()
+            }),
+        ));
+    }
+    rows.push((
+        "worker-seconds".into(),
+        column(&|s| format!("{:.1}", s.worker_seconds)),
+    ));
+    rows.push((
+        "idle worker-seconds".into(),
+        column(&|s| format!("{:.1}", s.idle_worker_seconds)),
+    ));
+    rows.push((
+        "peak workers".into(),
+        column(&|s| s.peak_workers.to_string()),
+    ));
+    rows.push((
+        "peak memory".into(),
+        column(&|s| human_bytes(s.peak_memory_bytes)),
+    ));
+    rows.push((
+        "mean wait".into(),
+        column(&|s| format!("{:.3}s", s.mean_wait_secs)),
+    ));
+    rows.push((
+        "p99 wait".into(),
+        column(&|s| format!("{:.3}s", s.p99_wait_secs)),
+    ));
+    rows.push(("ended at".into(), column(&|s| clock_time(s.end_secs))));
+
+    let label_width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0).max(6);
+    let widths: Vec<usize> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            rows.iter()
+                .map(|(_, v)| v[i].len())
+                .chain(std::iter::once(r.policy.len()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let _ = write!(out, "{:<label_width$}", "summary");
+    for (run, w) in runs.iter().zip(&widths) {
+        let _ = write!(out, "  {:>w$}", run.policy);
+    }
+    out.push('\n');
+    for (label, values) in &rows {
+        let _ = write!(out, "{label:<label_width$}");
+        for (v, w) in values.iter().zip(&widths) {
+            let _ = write!(out, "  {v:>w$}");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The worker-count and memory timeline as CSV: `policy,pool,model,at_secs,workers,memory_bytes`.
+pub fn render_csv(runs: &[SimRun]) -> String {
+    let mut out = String::from("policy,pool,model,at_secs,workers,memory_bytes\n");
+    for run in runs {
+        for p in &run.timeline {
+            let _ = writeln!(
+                out,
+                "{},{},{},{},{},{}",
+                run.policy, p.pool, p.model, p.at_secs, p.workers, p.memory_bytes
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_time_formats_minutes_hours_and_fractions() {
+        assert_eq!(clock_time(360.0), "6:00");
+        assert_eq!(clock_time(570.0), "9:30");
+        assert_eq!(clock_time(3725.0), "1:02:05");
+        assert_eq!(clock_time(61.5), "1:01.5");
+    }
+}

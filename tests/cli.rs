@@ -1,0 +1,403 @@
+//! The operator CLI contract: `poolwarden check` and `poolwarden simulate`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use proptest::prelude::*;
+
+fn poolwarden(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_poolwarden"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run poolwarden")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn files_in(dir: &str, ext: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == ext))
+            .collect();
+    files.sort();
+    files
+}
+
+fn temp_file(name: &str, contents: &[u8]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("poolwarden-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+/// The conv trace, cut to its first `rows` requests (None if the shared traces are absent).
+fn conv_slice(rows: usize) -> Option<PathBuf> {
+    let conv =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/traces/azure-llm-2023/conv.csv");
+    let text = std::fs::read_to_string(conv).ok()?;
+    let slice: Vec<&str> = text.lines().take(rows + 1).collect();
+    Some(temp_file("conv.csv", slice.join("\n").as_bytes()))
+}
+
+#[test]
+fn simulate_without_arguments_prints_scenario5() {
+    let output = poolwarden(&["simulate"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    let timeline: Vec<(String, String, String)> = text
+        .lines()
+        .filter(|l| l.contains(" default ") && l.contains(" idle "))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[0].to_string(), f[3].to_string(), f[5].to_string())
+        })
+        .collect();
+    let expected = [("6:00", "3"), ("7:00", "2"), ("9:30", "1"), ("10:30", "0")];
+    assert_eq!(timeline.len(), 4, "{text}");
+    for ((time, _, left), (want_time, want_left)) in timeline.iter().zip(expected) {
+        assert_eq!(
+            (time.as_str(), left.as_str()),
+            (want_time, want_left),
+            "{text}"
+        );
+    }
+    // The 10:30 victim served the 7:30 request; the 9:30 one had been idle since 5:00.
+    assert_ne!(timeline[2].1, timeline[3].1);
+    assert!(text.contains("summary"), "{text}");
+}
+
+#[test]
+fn simulate_json_follows_the_contract() {
+    let output = poolwarden(&["simulate", "--json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    let runs = value["policies"].as_array().unwrap();
+    assert_eq!(runs.len(), 1);
+    let run = &runs[0];
+    assert_eq!(run["policy"], "gradual-lru");
+    let s = &run["summary"];
+    assert_eq!(s["requests"], 5);
+    assert_eq!(s["cold_starts"], 4);
+    assert_eq!(s["spawns"], 4);
+    assert_eq!(s["evictions"], 4);
+    assert_eq!(s["worker_seconds"].as_f64(), Some(1980.0));
+    assert_eq!(s["idle_worker_seconds"].as_f64(), Some(720.0));
+    assert_eq!(s["peak_workers"], 4);
+    assert!(s["peak_memory_bytes"].is_u64());
+    let events = run["events"].as_array().unwrap();
+    let first = &events[0];
+    assert_eq!(first["at_secs"].as_f64(), Some(360.0));
+    assert_eq!(first["pool"], "default");
+    assert_eq!(first["model"], "m");
+    assert_eq!(first["worker"], 1);
+    assert_eq!(first["reason"], "idle");
+    assert_eq!(first["workers_after"], 3);
+    let times: Vec<f64> = events
+        .iter()
+        .map(|e| e["at_secs"].as_f64().unwrap())
+        .collect();
+    assert_eq!(times, vec![360.0, 420.0, 570.0, 630.0]);
+}
+
+#[test]
+fn a_sixty_second_tick_lands_each_eviction_within_one_tick() {
+    let output = poolwarden(&["simulate", "--json", "--tick", "60s"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let times: Vec<f64> = value["policies"][0]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["at_secs"].as_f64().unwrap())
+        .collect();
+    assert_eq!(times.len(), 4);
+    for (seen, table) in times.iter().zip([360.0, 420.0, 570.0, 630.0]) {
+        assert!(*seen >= table && *seen < table + 60.0, "{times:?}");
+    }
+}
+
+#[test]
+fn three_policies_side_by_side_on_a_slice_of_the_conv_trace() {
+    let Some(slice) = conv_slice(2000) else {
+        eprintln!("skipped: ../shared/traces is not present");
+        return;
+    };
+    let slice = slice.to_str().unwrap();
+    let args = [
+        "simulate",
+        "--trace",
+        slice,
+        "--format",
+        "azure-llm",
+        "--policy",
+        "gradual-lru",
+        "--policy",
+        "keep-alive",
+        "--policy",
+        "noop",
+    ];
+    let output = poolwarden(&args);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    let header = text
+        .lines()
+        .find(|l| l.starts_with("summary"))
+        .expect(&text);
+    let columns: Vec<&str> = header.split_whitespace().skip(1).collect();
+    assert_eq!(columns, vec!["gradual-lru", "keep-alive", "noop"]);
+    let requests = text.lines().find(|l| l.starts_with("requests")).unwrap();
+    assert_eq!(
+        requests.split_whitespace().skip(1).collect::<Vec<_>>(),
+        vec!["2000"; 3]
+    );
+
+    let mut json_args = args.to_vec();
+    json_args.push("--json");
+    let value: serde_json::Value = serde_json::from_slice(&poolwarden(&json_args).stdout).unwrap();
+    let runs = value["policies"].as_array().unwrap();
+    assert_eq!(runs.len(), 3);
+    for run in runs {
+        let s = &run["summary"];
+        assert_eq!(s["requests"], 2000);
+        assert!(
+            s["worker_seconds"].as_f64().unwrap() >= s["idle_worker_seconds"].as_f64().unwrap()
+        );
+        assert_eq!(
+            run["events"].as_array().unwrap().len() as u64,
+            s["evictions"].as_u64().unwrap()
+        );
+    }
+    assert_eq!(runs[0]["events"][0]["reason"], "idle");
+    assert_eq!(runs[1]["events"][0]["reason"], "keep-alive");
+    assert_eq!(runs[2]["summary"]["evictions"], 0);
+    assert_eq!(runs[0]["events"][0]["model"], "conv");
+}
+
+#[test]
+fn the_svg_is_written_and_well_formed() {
+    let svg = std::env::temp_dir().join(format!("poolwarden-{}.svg", std::process::id()));
+    let csv = svg.with_extension("csv");
+    let output = poolwarden(&[
+        "simulate",
+        "--policy",
+        "gradual-lru",
+        "--policy",
+        "keep-alive",
+        "--svg",
+        svg.to_str().unwrap(),
+        "--csv",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    let document = roxmltree::Document::parse(&text).expect("well-formed SVG");
+    assert_eq!(document.root_element().tag_name().name(), "svg");
+    let lines = document
+        .descendants()
+        .filter(|n| n.tag_name().name() == "polyline")
+        .count();
+    assert!(lines >= 2, "one line per policy, found {lines}");
+    assert!(text.contains("default/m"));
+    let csv_text = std::fs::read_to_string(&csv).unwrap();
+    assert!(csv_text.starts_with("policy,pool,model,at_secs,workers,memory_bytes\n"));
+    assert!(
+        csv_text.contains("gradual-lru,default,m,360,3,"),
+        "{csv_text}"
+    );
+    assert!(csv_text.contains("keep-alive,default,m,"), "{csv_text}");
+}
+
+#[test]
+fn check_accepts_every_preset() {
+    let presets = files_in("config", "toml");
+    assert!(presets.len() >= 4);
+    for preset in presets {
+        let output = poolwarden(&["check", preset.to_str().unwrap()]);
+        assert!(
+            output.status.success(),
+            "{}: {}",
+            preset.display(),
+            stderr(&output)
+        );
+        let text = stdout(&output);
+        assert!(text.contains(": ok"), "{text}");
+        assert!(text.contains("default policy:"), "{text}");
+    }
+    let output = poolwarden(&["check", "config/memory-pressure.toml"]);
+    let text = stdout(&output);
+    assert!(text.contains("memory-pressure high=0.9 low=0.8 limit=16GiB order=lru max_per_tick=4 min_idle=10s settle=5s"), "{text}");
+    assert!(
+        text.contains("gradual-lru idle=5m step=1m min_workers=0"),
+        "{text}"
+    );
+}
+
+#[test]
+fn check_rejects_every_malformed_file_with_a_located_message() {
+    let files = files_in("tests/malformed", "toml");
+    assert!(files.len() >= 20);
+    for file in files {
+        let name = file
+            .strip_prefix(env!("CARGO_MANIFEST_DIR"))
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim_start_matches('/')
+            .to_string();
+        let output = poolwarden(&["check", &name]);
+        assert_eq!(output.status.code(), Some(2), "{name}");
+        let err = stderr(&output);
+        let first = err.lines().next().unwrap_or_default();
+        let prefix = format!("error: {name}:");
+        assert!(first.starts_with(&prefix), "{first}");
+        let position: Vec<&str> = first[prefix.len()..].splitn(3, ':').collect();
+        assert!(
+            position[0].parse::<usize>().is_ok() && position[1].parse::<usize>().is_ok(),
+            "{first}"
+        );
+    }
+    let output = poolwarden(&["check", "/nonexistent/x.toml"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).starts_with("error: /nonexistent/x.toml: "));
+}
+
+#[test]
+fn simulate_errors_exit_2_with_a_clear_message() {
+    let bad_trace = temp_file("bad.csv", b"at,model,duration\n0,m,1\n5,m,oops\n");
+    let output = poolwarden(&["simulate", "--trace", bad_trace.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("bad.csv:3: `duration`"),
+        "{}",
+        stderr(&output)
+    );
+
+    let output = poolwarden(&["simulate", "--policy", "memory-pressure"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("needs `limit` in simulation"),
+        "{}",
+        stderr(&output)
+    );
+
+    let output = poolwarden(&["simulate", "--policy", "lfu"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("known kinds"),
+        "{}",
+        stderr(&output)
+    );
+
+    let pools = temp_file("pools.csv", b"at,model,duration,pool\n0,m,1,vision\n");
+    let output = poolwarden(&["simulate", "--trace", pools.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("pool `vision`"),
+        "{}",
+        stderr(&output)
+    );
+
+    let output = poolwarden(&["simulate", "--tick", "soon"]);
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn native_traces_merge_one_key_per_file() {
+    let a = temp_file(
+        "a.csv",
+        b"# two requests\nat,model,duration\n0,a,10\n0,a,10\n",
+    );
+    let b = temp_file("b.csv", b"at,model,duration\n5,b,1\n");
+    let output = poolwarden(&[
+        "simulate",
+        "--json",
+        "--trace",
+        a.to_str().unwrap(),
+        "--trace",
+        b.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let s = &value["policies"][0]["summary"];
+    assert_eq!(s["requests"], 3);
+    assert_eq!(s["spawns"], 3);
+    let models: std::collections::BTreeSet<String> = value["policies"][0]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["model"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(models.into_iter().collect::<Vec<_>>(), vec!["a", "b"]);
+}
+
+/// Almost-valid configs: a valid preset with one line replaced, duplicated or cut.
+fn almost_valid() -> impl Strategy<Value = String> {
+    let base = include_str!("../config/memory-pressure.toml");
+    let lines: Vec<String> = base.lines().map(str::to_string).collect();
+    let n = lines.len();
+    (0..n, 0..4u8, "[ -~]{0,24}").prop_map(move |(at, how, junk)| {
+        let mut lines = lines.clone();
+        match how {
+            0 => lines[at] = junk,
+            1 => lines.insert(at, junk),
+            2 => {
+                let cut = lines[at].len() / 2;
+                lines[at].truncate(cut);
+            }
+            _ => lines[at] = lines[at].replace('=', &format!("= {junk}")),
+        }
+        lines.join("\n")
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_loader(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let registry = poolwarden::PolicyRegistry::new();
+        if let Ok(config) = poolwarden::Config::from_bytes(&bytes, "fuzz.toml", &registry) {
+            config.default_policy(&registry).unwrap();
+        }
+    }
+
+    #[test]
+    fn almost_valid_configs_load_or_give_a_located_error(text in almost_valid()) {
+        let registry = poolwarden::PolicyRegistry::new();
+        match poolwarden::Config::from_toml(&text, "fuzz.toml", &registry) {
+            Ok(config) => {
+                config.default_policy(&registry).unwrap();
+                let _ = config.policy.describe(&registry);
+            }
+            Err(e) => prop_assert!(e.position().is_some(), "{}", e),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_check_binary_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256), text in almost_valid()) {
+        for (i, contents) in [bytes, text.into_bytes()].into_iter().enumerate() {
+            let path = temp_file(&format!("fuzz-{i}.toml"), &contents);
+            let output = poolwarden(&["check", path.to_str().unwrap()]);
+            let code = output.status.code();
+            prop_assert!(code == Some(0) || code == Some(2), "exit {:?}: {}", code, stderr(&output));
+            if code == Some(2) {
+                let prefix = format!("error: {}:", path.display());
+                prop_assert!(stderr(&output).starts_with(&prefix));
+            }
+        }
+    }
+}
