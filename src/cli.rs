@@ -10,8 +10,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use poolwarden::config::{Config, ConfigError, PolicyRegistry, PolicySpec, CHAIN};
 use poolwarden::policies::format_duration;
 use poolwarden::sim::{
-    render_csv, render_svg, render_text, simulate, ServiceModel, SimOptions, SimRun, Trace,
-    TraceFormat,
+    align_windows, render_csv, render_svg, render_text, simulate, ServiceModel, SimOptions, SimRun,
+    Trace, TraceFormat,
 };
 
 /// Keeps pools of expensive workers at the right size: check a config, simulate a policy.
@@ -302,6 +302,7 @@ fn run_simulate(
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    align_windows(&mut runs);
 
     if let Some(path) = &args.csv {
         std::fs::write(path, render_csv(&runs))

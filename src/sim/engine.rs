@@ -614,6 +614,8 @@ impl<'a> Engine<'a> {
         self.summary.worker_seconds = held;
         self.summary.idle_worker_seconds = (held - busy).max(0.0);
         self.summary.end_secs = end as f64 / 1e9;
+        self.summary.window_secs = self.summary.end_secs;
+        self.summary.workers_at_end = self.workers;
         if !self.waits.is_empty() {
             let n = self.waits.len();
             let sum: u128 = self.waits.iter().map(|w| u128::from(*w)).sum();

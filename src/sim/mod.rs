@@ -19,6 +19,8 @@ mod svg;
 mod trace;
 
 pub use engine::{policy_label, simulate, Progress, SimError, SimOptions, VirtualWorker};
-pub use report::{clock_time, render_csv, render_text, SimEvent, SimRun, Summary, TimelinePoint};
+pub use report::{
+    align_windows, clock_time, render_csv, render_text, SimEvent, SimRun, Summary, TimelinePoint,
+};
 pub use svg::{render_svg, SvgError};
 pub use trace::{Request, ServiceModel, Trace, TraceError, TraceFormat, DEFAULT_POOL};

@@ -30,8 +30,28 @@ pub struct Summary {
     pub mean_wait_secs: f64,
     /// 99th percentile of that wait (nearest rank), seconds.
     pub p99_wait_secs: f64,
-    /// Virtual time at which the run ended, seconds.
+    /// Virtual time at which the run ended, seconds: the trace was done and no further
+    /// eviction could happen (or `--until`).
     pub end_secs: f64,
+    /// Workers still live when the run ended.
+    pub workers_at_end: u64,
+    /// The window the worker-seconds cover, seconds: the run's own end, or after
+    /// [`align_windows`], the latest end among the runs compared.
+    pub window_secs: f64,
+}
+
+/// Puts runs compared side by side on one window: from 0 to the latest end among them. A run
+/// that ended earlier holds its final workers, idle, until then (nothing more would have been
+/// evicted), so a policy that never lets go is charged for it.
+pub fn align_windows(runs: &mut [SimRun]) {
+    let window = runs.iter().map(|r| r.summary.end_secs).fold(0.0, f64::max);
+    for run in runs {
+        let s = &mut run.summary;
+        let extra = (window - s.end_secs).max(0.0) * s.workers_at_end as f64;
+        s.worker_seconds += extra;
+        s.idle_worker_seconds += extra;
+        s.window_secs = window;
+    }
 }
 
 /// One eviction in a run.
@@ -202,6 +222,7 @@ pub fn render_text(trace_name: &str, runs: &[SimRun]) -> String {
         column(&|s| format!("{:.3}s", s.p99_wait_secs)),
     ));
     rows.push(("ended at".into(), column(&|s| clock_time(s.end_secs))));
+    rows.push(("window".into(), column(&|s| clock_time(s.window_secs))));
 
     let label_width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0).max(6);
     let widths: Vec<usize> = runs
