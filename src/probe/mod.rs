@@ -3,12 +3,16 @@
 
 mod cgroup;
 mod fixed;
+#[cfg(feature = "nvml")]
+mod nvml;
 mod sysinfo_probe;
 
 pub use cgroup::{CgroupMemory, CgroupVersion};
 pub use fixed::FixedProbe;
+#[cfg(feature = "nvml")]
+pub use nvml::{NvmlProbe, NvmlProbeError};
 pub use poolwarden_policies::MemoryReading;
-pub use sysinfo_probe::SysinfoProbe;
+pub use sysinfo_probe::{process_rss, SysinfoProbe};
 
 /// A source of memory readings. `None` means "unknown": the probe failed or read nonsense, and
 /// memory-pressure then evicts nothing.

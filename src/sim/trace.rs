@@ -392,7 +392,7 @@ mod tests {
     #[test]
     fn native_rows_in_any_order_with_comments_and_pools() {
         let text =
-            "# a trace\nmodel,at,duration,pool\nb, 2.5, 1 # late\na,0,0.25,\n\na,1,3,vision\n";
+            "# a trace\nmodel,at,duration,pool\nb, 2.5, 1, # late\na,0,0.25,\n\na,1,3,vision\n";
         let trace = Trace::parse_native(text, "t.csv", "t").unwrap();
         let rows: Vec<(f64, &str, &str, f64)> = trace
             .requests
