@@ -9,11 +9,29 @@ use std::time::{Duration, Instant};
 pub trait Clock: Send + Sync + 'static {
     /// The current time since this clock's origin. Never goes backwards.
     fn now(&self) -> Duration;
+
+    /// Whether a pool on this clock reads it at every lease release.
+    ///
+    /// `true` (the default) stamps each worker's `last_used` with the exact time its request
+    /// ended: results under a virtual clock such as [`ManualClock`] are exact. `false` lets the
+    /// release path skip the clock: a release only counts itself in the worker's state word,
+    /// and each tick stamps the workers it finds released since the previous tick with a time
+    /// read after it looked. `last_used` is then late by at most one tick, never early, so
+    /// idleness is never overestimated and no worker is evicted before its time. The real
+    /// clocks ([`TscClock`], [`SystemClock`]) return `false`: reading them costs as much as the
+    /// rest of a lease.
+    fn stamps_every_release(&self) -> bool {
+        true
+    }
 }
 
 impl<C: Clock + ?Sized> Clock for Arc<C> {
     fn now(&self) -> Duration {
         (**self).now()
+    }
+
+    fn stamps_every_release(&self) -> bool {
+        (**self).stamps_every_release()
     }
 }
 
@@ -44,12 +62,17 @@ impl Clock for SystemClock {
     fn now(&self) -> Duration {
         self.origin.elapsed()
     }
+
+    fn stamps_every_release(&self) -> bool {
+        false
+    }
 }
 
 /// A monotonic clock read from the CPU's time-stamp counter through the `quanta` crate where
 /// the counter is invariant and calibrated (a few nanoseconds a read), falling back to the OS
-/// clock elsewhere. The default clock of a [`crate::Pool`], because every lease release stamps
-/// the time and [`Instant::now`] costs about as much as the rest of a lease.
+/// clock elsewhere. The default clock of a [`crate::Pool`] and the [`crate::Scheduler`]: the
+/// cheapest real clock for the ticks, while lease releases on it read no clock at all (see
+/// [`Clock::stamps_every_release`]).
 #[derive(Debug, Clone)]
 pub struct TscClock {
     clock: quanta::Clock,
@@ -80,6 +103,10 @@ impl Default for TscClock {
 impl Clock for TscClock {
     fn now(&self) -> Duration {
         self.clock.now().saturating_duration_since(self.origin)
+    }
+
+    fn stamps_every_release(&self) -> bool {
+        false
     }
 }
 

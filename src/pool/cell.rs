@@ -1,10 +1,17 @@
-//! One worker's slot in the pool: its state and in-flight count in a single atomic word.
+//! One worker's slot in the pool: its state, in-flight count and release count in a single
+//! atomic word.
 //!
-//! Layout of the state word: bit 63 is `DRAINING` (the worker is leaving the pool), the low 32
-//! bits are the number of requests in flight. Acquire is one compare-and-swap from "not draining,
-//! below the limit" to "in-flight + 1"; eviction is one compare-and-swap from "not draining,
-//! 0 in flight" to "draining". So a request can never be handed to a worker being evicted, and
-//! a worker that has just received a request can never be evicted.
+//! Layout of the state word: the low 32 bits are the number of requests in flight, bit 32 is
+//! `DRAINING` (the worker is leaving the pool), and bits 33 to 63 count releases (wrapping).
+//! Acquire is one compare-and-swap from "not draining, below the limit" to "in-flight + 1";
+//! eviction is one compare-and-swap from "not draining, 0 in flight" to "draining". So a request
+//! can never be handed to a worker being evicted, and a worker that has just received a request
+//! can never be evicted. Release is one `fetch_add` that takes one off the in-flight count and
+//! adds one to the release count.
+//!
+//! `last_used` is stamped one of two ways (see [`crate::Clock::stamps_every_release`]): by every
+//! release with the clock's exact time, or by the tick, which compares the release count with
+//! the one it saw last and stamps a worker released since with a time read after that look.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,19 +22,54 @@ use poolwarden_policies::WorkerId;
 use super::shared::PoolShared;
 use crate::clock::to_nanos;
 
-const DRAINING: u64 = 1 << 63;
 const IN_FLIGHT_MASK: u64 = u32::MAX as u64;
+const DRAINING: u64 = 1 << 32;
+const RELEASE_SHIFT: u32 = 33;
+/// Added by a release: one more release, one less in flight. The in-flight count of a worker
+/// being released is at least 1, so the subtraction never borrows from `DRAINING`; the release
+/// count's carry out of bit 63 is dropped, so the count wraps without touching the other fields.
+const RELEASE: u64 = (1 << RELEASE_SHIFT) - 1;
 
-/// A worker and its bookkeeping.
+/// One look at a worker's state word.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CellState(u64);
+
+impl CellState {
+    /// Requests in flight.
+    #[inline]
+    pub(crate) fn in_flight(self) -> u32 {
+        (self.0 & IN_FLIGHT_MASK) as u32
+    }
+
+    /// Whether the worker is leaving the pool.
+    #[inline]
+    pub(crate) fn draining(self) -> bool {
+        self.0 & DRAINING != 0
+    }
+
+    /// Releases so far, modulo 2^31. A tick tells a released worker by a count that differs
+    /// from the one it stamped; only a worker released a multiple of 2^31 times between two ticks
+    /// (two billion requests on one worker within one tick) and idle at both could pass unseen.
+    #[inline]
+    pub(crate) fn releases(self) -> u64 {
+        self.0 >> RELEASE_SHIFT
+    }
+}
+
+/// A worker and its bookkeeping. `repr(C)` keeps the fields a lease and a tick touch at the
+/// front, next to the `Arc` counts, so that they share as few cache lines as possible.
+#[repr(C)]
 pub(crate) struct WorkerCell<W> {
-    pub(crate) id: WorkerId,
-    pub(crate) key: Arc<str>,
     state: AtomicU64,
     last_used_nanos: AtomicU64,
-    pub(crate) spawned_at: Duration,
+    /// The release count when a tick last stamped `last_used` (tick stamping only).
+    stamped_releases: AtomicU64,
+    pub(crate) id: WorkerId,
     pub(crate) memory_bytes: u64,
-    pub(crate) worker: W,
+    pub(crate) spawned_at: Duration,
     pub(crate) shared: Arc<PoolShared>,
+    pub(crate) key: Arc<str>,
+    pub(crate) worker: W,
 }
 
 impl<W> WorkerCell<W> {
@@ -41,25 +83,33 @@ impl<W> WorkerCell<W> {
     ) -> Self {
         let now = shared.clock.now();
         WorkerCell {
-            id,
-            key,
             state: AtomicU64::new(1),
             last_used_nanos: AtomicU64::new(to_nanos(now)),
-            spawned_at: now,
+            stamped_releases: AtomicU64::new(0),
+            id,
             memory_bytes,
-            worker,
+            spawned_at: now,
             shared,
+            key,
+            worker,
         }
+    }
+
+    /// The state word, read once.
+    #[inline]
+    pub(crate) fn state(&self) -> CellState {
+        CellState(self.state.load(Ordering::Acquire))
     }
 
     /// Requests in flight and whether the worker is draining, read together.
     #[inline]
     pub(crate) fn load(&self) -> (u32, bool) {
-        let word = self.state.load(Ordering::Acquire);
-        ((word & IN_FLIGHT_MASK) as u32, word & DRAINING != 0)
+        let state = self.state();
+        (state.in_flight(), state.draining())
     }
 
-    /// When the last request finished (or the spawn time).
+    /// When the last request finished (or the spawn time). Under tick stamping, as of the last
+    /// tick: never earlier than the truth.
     #[inline]
     pub(crate) fn last_used_nanos(&self) -> u64 {
         self.last_used_nanos.load(Ordering::Acquire)
@@ -86,24 +136,131 @@ impl<W> WorkerCell<W> {
         }
     }
 
-    /// Ends a lease: stamps `last_used`, then in-flight - 1.
+    /// Ends a lease: in-flight - 1 and release count + 1, after stamping `last_used` when the
+    /// pool stamps every release.
     #[inline]
     pub(crate) fn release(&self) {
-        let now = to_nanos(self.shared.clock.now());
-        self.last_used_nanos.fetch_max(now, Ordering::AcqRel);
-        self.state.fetch_sub(1, Ordering::AcqRel);
-        self.shared.wake_waiters();
+        let shared = &*self.shared;
+        if shared.stamps_every_release {
+            // `fetch_max`: with several requests in flight, two releases may stamp out of order.
+            let now = to_nanos(shared.clock.now());
+            self.last_used_nanos.fetch_max(now, Ordering::AcqRel);
+        }
+        self.state.fetch_add(RELEASE, Ordering::AcqRel);
+        shared.wake_waiters();
+    }
+
+    /// Whether a release happened after the last tick stamp, given `state` read just now.
+    #[inline]
+    pub(crate) fn released_since_stamp(&self, state: CellState) -> bool {
+        self.stamped_releases.load(Ordering::Acquire) != state.releases()
+    }
+
+    /// Tick stamping: records that every release counted in `state` ended by `at` (a time read
+    /// after `state` was), and returns the worker's `last_used` from now on.
+    pub(crate) fn stamp(&self, state: CellState, at: u64) -> u64 {
+        let previous = self.last_used_nanos.fetch_max(at, Ordering::AcqRel);
+        // After the stamp: whoever sees this count also sees a `last_used` that covers it.
+        self.stamped_releases
+            .store(state.releases(), Ordering::Release);
+        previous.max(at)
     }
 
     /// Draining if idle at this instant; false if busy or already draining.
     pub(crate) fn try_begin_drain(&self) -> bool {
-        self.state
-            .compare_exchange(0, DRAINING, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+        let mut word = self.state.load(Ordering::Acquire);
+        loop {
+            if word & (DRAINING | IN_FLIGHT_MASK) != 0 {
+                return false;
+            }
+            // Fails only when a lease came (or came and went) in between: look again.
+            match self.state.compare_exchange_weak(
+                word,
+                word | DRAINING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => word = actual,
+            }
+        }
     }
 
     /// Draining whatever its load (used for dead workers); no new lease can reach it.
     pub(crate) fn force_drain(&self) {
         self.state.fetch_or(DRAINING, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn cell() -> WorkerCell<()> {
+        let shared = Arc::new(PoolShared::new(Arc::new(ManualClock::new())));
+        WorkerCell::new_leased(WorkerId(1), Arc::from("k"), (), 1, shared)
+    }
+
+    #[test]
+    fn a_release_counts_itself_and_ends_one_request() {
+        let cell = cell();
+        assert!(cell.try_lease(2));
+        cell.release();
+        let state = cell.state();
+        assert_eq!(
+            (state.in_flight(), state.draining(), state.releases()),
+            (1, false, 1)
+        );
+        cell.release();
+        assert_eq!(cell.state().releases(), 2);
+        assert_eq!(cell.state().in_flight(), 0);
+    }
+
+    #[test]
+    fn the_release_count_wraps_without_touching_the_other_fields() {
+        let cell = cell();
+        let top = u64::MAX >> RELEASE_SHIFT;
+        cell.state
+            .store((top << RELEASE_SHIFT) | DRAINING | 2, Ordering::SeqCst);
+        cell.release();
+        let state = cell.state();
+        assert_eq!(
+            (state.in_flight(), state.draining(), state.releases()),
+            (1, true, 0)
+        );
+        cell.state.store(top << RELEASE_SHIFT | 1, Ordering::SeqCst);
+        cell.release();
+        let state = cell.state();
+        assert_eq!(
+            (state.in_flight(), state.draining(), state.releases()),
+            (0, false, 0)
+        );
+    }
+
+    #[test]
+    fn drain_needs_an_idle_worker_whatever_its_release_count() {
+        let cell = cell();
+        assert!(!cell.try_begin_drain(), "busy: leased to its spawner");
+        cell.release();
+        assert!(cell.try_begin_drain());
+        assert!(!cell.try_lease(1), "no lease reaches a draining worker");
+        assert!(!cell.try_begin_drain(), "already draining");
+    }
+
+    #[test]
+    fn a_stamp_covers_the_releases_it_saw_and_never_moves_back() {
+        let cell = cell();
+        cell.release();
+        let seen = cell.state();
+        assert!(cell.released_since_stamp(seen));
+        assert_eq!(cell.stamp(seen, 50), 50);
+        assert!(!cell.released_since_stamp(cell.state()));
+        assert_eq!(cell.last_used_nanos(), 50);
+        // A release after the look is not covered by that stamp.
+        assert!(cell.try_lease(1));
+        cell.release();
+        assert!(cell.released_since_stamp(cell.state()));
+        assert_eq!(cell.stamp(cell.state(), 40), 50, "stamps only move forward");
     }
 }

@@ -9,7 +9,8 @@ use poolwarden_policies::WorkerId;
 use super::cell::WorkerCell;
 
 /// A worker leased for one request. While it lives, the worker counts one request in flight and
-/// cannot be evicted; dropping it ends the request and stamps the worker's `last_used`.
+/// cannot be evicted; dropping it ends the request, which the worker's `last_used` then reflects
+/// (at once or from the next tick: see [`crate::Clock::stamps_every_release`]).
 #[must_use = "dropping a lease ends the request at once"]
 pub struct Lease<W> {
     pub(crate) cell: Arc<WorkerCell<W>>,

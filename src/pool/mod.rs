@@ -18,9 +18,9 @@ use poolwarden_policies::{
     EvictionReason, KeyView, ModelOverrides, PoolView, WorkerId, WorkerView,
 };
 
-use crate::clock::{Clock, TscClock};
+use crate::clock::{to_nanos, Clock, TscClock};
 use crate::snapshot_buffer::{DeadWorker, SnapshotBuffer};
-use cell::WorkerCell;
+use cell::{CellState, WorkerCell};
 use shared::PoolShared;
 
 pub use error::AcquireError;
@@ -264,8 +264,9 @@ impl<W: Worker> Pool<W> {
     }
 
     /// Leases a worker for `key`: the ready worker with the fewest requests in flight (ties:
-    /// the most recently used), else a newly spawned one if the key is below
-    /// `max_workers_per_model`, else waits up to the acquire timeout for one to free up.
+    /// the most recently used, as its `last_used` says; then the highest id), else a newly
+    /// spawned one if the key is below `max_workers_per_model`, else waits up to the acquire
+    /// timeout for one to free up.
     pub fn acquire(&self, key: &str) -> Result<Lease<W>, AcquireError> {
         if let Some(lease) = self.try_acquire(key) {
             return Ok(lease);
@@ -546,11 +547,13 @@ impl<W: Worker> ManagedPool for Pool<W> {
             max_workers_per_model: inner.max_workers_per_model,
             accounted_bytes: inner.accounted_bytes.load(Ordering::Acquire),
         });
+        let tick_stamps = !inner.shared.stamps_every_release;
         for entry in inner.map.iter() {
             let start = buffer.workers.len();
+            let mut unstamped = false;
             for cell in &entry.workers {
-                let (in_flight, draining) = cell.load();
-                if draining {
+                let state = cell.state();
+                if state.draining() {
                     continue;
                 }
                 if !cell.worker.is_alive() {
@@ -561,13 +564,17 @@ impl<W: Worker> ManagedPool for Pool<W> {
                     });
                     continue;
                 }
+                unstamped |= tick_stamps && cell.released_since_stamp(state);
                 buffer.workers.push(WorkerView {
                     id: cell.id,
-                    in_flight,
+                    in_flight: state.in_flight(),
                     last_used: Duration::from_nanos(cell.last_used_nanos()),
                     spawned_at: cell.spawned_at,
                     memory_bytes: cell.memory_bytes,
                 });
+            }
+            if unstamped {
+                stamp_released(&inner.shared, &entry.workers, &mut buffer.workers[start..]);
             }
             buffer.keys.push(KeyView {
                 pool: pool_index,
@@ -598,5 +605,107 @@ impl<W: Worker> ManagedPool for Pool<W> {
 
     fn total_workers(&self) -> usize {
         self.inner.map.iter().map(|e| e.workers.len()).sum()
+    }
+}
+
+/// Tick stamping of one key: every worker of `cells` released since its last stamp gets a
+/// `last_used` read from the clock after its state word was (so the stamp is never earlier than
+/// the release), in the cell and in its view. `views` are the key's views, in the order of
+/// `cells` with the draining and dead ones left out. One clock read per eight workers.
+fn stamp_released<W>(shared: &PoolShared, cells: &[Arc<WorkerCell<W>>], views: &mut [WorkerView]) {
+    const CHUNK: usize = 8;
+    let mut views = views.iter_mut().peekable();
+    for chunk in cells.chunks(CHUNK) {
+        let mut released: [Option<(CellState, &mut WorkerView)>; CHUNK] = [const { None }; CHUNK];
+        for (slot, cell) in released.iter_mut().zip(chunk) {
+            let Some(view) = views.next_if(|v| v.id == cell.id) else {
+                continue;
+            };
+            let state = cell.state();
+            if cell.released_since_stamp(state) {
+                *slot = Some((state, view));
+            }
+        }
+        if released.iter().all(Option::is_none) {
+            continue;
+        }
+        let at = to_nanos(shared.clock.now());
+        for (slot, cell) in released.iter_mut().zip(chunk) {
+            if let Some((state, view)) = slot.take() {
+                view.last_used = Duration::from_nanos(cell.stamp(state, at));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    /// A manual clock that lets the tick stamp releases, like the real clocks do.
+    struct TickStamped(ManualClock);
+
+    impl Clock for TickStamped {
+        fn now(&self) -> Duration {
+            self.0.now()
+        }
+
+        fn stamps_every_release(&self) -> bool {
+            false
+        }
+    }
+
+    struct Unit;
+
+    impl Worker for Unit {
+        fn memory_bytes(&self) -> u64 {
+            1
+        }
+    }
+
+    fn last_used(pool: &Pool<Unit>, buffer: &mut SnapshotBuffer) -> Vec<u64> {
+        buffer.clear();
+        pool.snapshot_into(buffer, 0);
+        buffer
+            .workers
+            .iter()
+            .map(|w| w.last_used.as_secs())
+            .collect()
+    }
+
+    #[test]
+    fn the_tick_stamps_a_release_no_earlier_than_it_happened() {
+        let clock = Arc::new(TickStamped(ManualClock::new()));
+        let pool = Pool::builder("p", |_key: &str| Ok::<_, SpawnError>(Unit))
+            .clock(clock.clone())
+            .build();
+        let mut buffer = SnapshotBuffer::default();
+        clock.0.set(Duration::from_secs(10));
+        let lease = pool.acquire("m").unwrap();
+        assert_eq!(last_used(&pool, &mut buffer), [10], "spawned at 10");
+        clock.0.set(Duration::from_secs(15));
+        drop(lease); // at 15, without reading the clock
+        clock.0.set(Duration::from_secs(20));
+        assert_eq!(last_used(&pool, &mut buffer), [20], "seen released at 20");
+        clock.0.set(Duration::from_secs(30));
+        assert_eq!(last_used(&pool, &mut buffer), [20], "no release since");
+        // Routing sees the stamp too: the tick-stamped worker is the most recently used.
+        let lease = pool.try_acquire("m").unwrap();
+        assert_eq!(lease.cell.last_used_nanos(), 20_000_000_000);
+    }
+
+    #[test]
+    fn an_exact_clock_stamps_every_release_and_the_tick_leaves_it() {
+        let clock = Arc::new(ManualClock::new());
+        let pool = Pool::builder("p", |_key: &str| Ok::<_, SpawnError>(Unit))
+            .clock(clock.clone())
+            .build();
+        let mut buffer = SnapshotBuffer::default();
+        let lease = pool.acquire("m").unwrap();
+        clock.set(Duration::from_secs(15));
+        drop(lease);
+        clock.set(Duration::from_secs(20));
+        assert_eq!(last_used(&pool, &mut buffer), [15]);
     }
 }

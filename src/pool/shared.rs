@@ -10,6 +10,8 @@ use crate::clock::Clock;
 /// Shared by a pool and all its cells.
 pub(crate) struct PoolShared {
     pub(crate) clock: Arc<dyn Clock>,
+    /// `clock.stamps_every_release()`, read once.
+    pub(crate) stamps_every_release: bool,
     waiters: AtomicUsize,
     lock: Mutex<()>,
     ready: Condvar,
@@ -18,6 +20,7 @@ pub(crate) struct PoolShared {
 impl PoolShared {
     pub(crate) fn new(clock: Arc<dyn Clock>) -> Self {
         PoolShared {
+            stamps_every_release: clock.stamps_every_release(),
             clock,
             waiters: AtomicUsize::new(0),
             lock: Mutex::new(()),
