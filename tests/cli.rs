@@ -401,3 +401,117 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_pool_policy_governs_only_its_own_keys_in_simulation() {
+    let config = temp_file(
+        "two-pools.toml",
+        br#"
+[policy]
+kind = "gradual-lru"
+idle = "1m"
+step = "1m"
+
+[pools.default]
+max_workers_per_model = 2
+
+[pools.vision]
+max_workers_per_model = 2
+[pools.vision.policy]
+kind = "keep-alive"
+ttl = "30s"
+"#,
+    );
+    let trace = temp_file(
+        "two-pools.csv",
+        b"at,model,duration,pool\n0,m,10,\n0,m,10,\n0,v,10,vision\n0,v,10,vision\n",
+    );
+    let output = poolwarden(&[
+        "simulate",
+        "--json",
+        "--config",
+        config.to_str().unwrap(),
+        "--trace",
+        trace.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let events: Vec<(f64, String, String)> = value["policies"][0]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["at_secs"].as_f64().unwrap(),
+                e["pool"].as_str().unwrap().to_string(),
+                e["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    // vision: keep-alive, both workers 30 s after they went idle at 10 s;
+    // default: gradual-lru, one at 70 s, the next a step later.
+    let expected = [
+        (40.0, "vision", "keep-alive"),
+        (40.0, "vision", "keep-alive"),
+        (70.0, "default", "idle"),
+        (130.0, "default", "idle"),
+    ];
+    assert_eq!(events.len(), expected.len(), "{events:?}");
+    for (seen, want) in events.iter().zip(expected) {
+        assert_eq!(
+            (seen.0, seen.1.as_str(), seen.2.as_str()),
+            want,
+            "{events:?}"
+        );
+    }
+}
+
+#[test]
+fn until_stops_the_run_and_windows_align_across_policies() {
+    let output = poolwarden(&[
+        "simulate",
+        "--json",
+        "--until",
+        "8m",
+        "--policy",
+        "gradual-lru",
+        "--policy",
+        "noop",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let runs = value["policies"].as_array().unwrap();
+    let gradual = &runs[0]["summary"];
+    let noop = &runs[1]["summary"];
+    assert_eq!(gradual["end_secs"].as_f64(), Some(480.0));
+    assert_eq!(gradual["evictions"], 2, "6:00 and 7:00 only");
+    assert_eq!(gradual["workers_at_end"], 2);
+    // Up to 8:00: 4 workers to 6:00, 3 to 7:00, 2 to 8:00 = 1440 + 180 + 120.
+    assert_eq!(gradual["worker_seconds"].as_f64(), Some(1740.0));
+    assert_eq!(noop["worker_seconds"].as_f64(), Some(1920.0));
+    assert_eq!(noop["window_secs"].as_f64(), Some(480.0));
+
+    // Without --until, noop ends with the trace (8:30) and holds its four workers, idle, until
+    // gradual-lru's end (10:30) in the common window.
+    let output = poolwarden(&[
+        "simulate",
+        "--json",
+        "--policy",
+        "gradual-lru",
+        "--policy",
+        "noop",
+    ]);
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let noop = &value["policies"][1]["summary"];
+    assert_eq!(noop["end_secs"].as_f64(), Some(510.0));
+    assert_eq!(noop["window_secs"].as_f64(), Some(630.0));
+    assert_eq!(noop["worker_seconds"].as_f64(), Some(4.0 * 630.0));
+    assert_eq!(
+        noop["idle_worker_seconds"].as_f64(),
+        Some(4.0 * 630.0 - 1260.0)
+    );
+    assert_eq!(
+        value["policies"][0]["summary"]["idle_worker_seconds"].as_f64(),
+        Some(720.0)
+    );
+}

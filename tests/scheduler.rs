@@ -210,3 +210,49 @@ fn a_panicking_policy_leaves_the_other_pools_running() {
     assert!(scheduler.is_running());
     scheduler.stop();
 }
+
+#[test]
+fn each_pool_is_governed_by_its_own_policy_whatever_the_registration_order() {
+    let clock = Arc::new(ManualClock::new());
+    let keep = |ttl| {
+        Box::new(
+            KeepAlive::new(KeepAliveConfig {
+                ttl: secs(ttl),
+                min_workers: 0,
+            })
+            .unwrap(),
+        )
+    };
+    let scheduler = Scheduler::builder()
+        .clock(clock.clone())
+        .policy(keep(100))
+        .build();
+    let first = model_pool("first", &clock, 1, 1);
+    let own = model_pool("own", &clock, 1, 1);
+    let last = model_pool("last", &clock, 1, 1);
+    scheduler.register(&first);
+    scheduler.register_with_policy(&own, keep(10));
+    scheduler.register(&last);
+    for pool in [&first, &own, &last] {
+        drop(pool.acquire("k").unwrap());
+    }
+    let mut evicted = Vec::new();
+    for t in 0..=100 {
+        clock.set(secs(t));
+        evicted.extend(
+            scheduler
+                .tick_once()
+                .evictions
+                .into_iter()
+                .map(|e| (e.at.as_secs(), e.pool.to_string())),
+        );
+    }
+    assert_eq!(
+        evicted,
+        vec![
+            (10, "own".to_string()),
+            (100, "first".to_string()),
+            (100, "last".to_string())
+        ]
+    );
+}

@@ -169,7 +169,8 @@ impl Scheduler {
             Some(policy) => {
                 core.slots.push(PolicySlot {
                     policy,
-                    governed: Vec::new(),
+                    // Governs none of the pools registered before it.
+                    governed: vec![false; index],
                     panics: 0,
                 });
                 core.slots.len() - 1
@@ -178,7 +179,7 @@ impl Scheduler {
         for (i, s) in core.slots.iter_mut().enumerate() {
             s.governed.push(i == slot);
         }
-        debug_assert_eq!(core.slots[slot].governed.len(), index + 1);
+        debug_assert!(core.slots.iter().all(|s| s.governed.len() == index + 1));
         core.pools.push(Registered { pool });
     }
 
