@@ -193,7 +193,11 @@ struct Engine<'a> {
     free_slots: Vec<usize>,
     spawns: BinaryHeap<Reverse<(u64, usize)>>,
     starting: Vec<Option<Starting>>,
-    busy: HashMap<(usize, WorkerId), u32>,
+    /// Requests in flight per worker: `in_flight_of[pool][worker id]` (ids are small and
+    /// never reused within a pool).
+    in_flight_of: Vec<Vec<u32>>,
+    /// Workers with at least one request in flight.
+    busy_workers: u64,
     summary: Summary,
     events: Vec<SimEvent>,
     timeline: Vec<TimelinePoint>,
@@ -339,7 +343,8 @@ impl<'a> Engine<'a> {
             free_slots: Vec::new(),
             spawns: BinaryHeap::new(),
             starting: Vec::new(),
-            busy: HashMap::new(),
+            in_flight_of: vec![Vec::new(); config.pools.len()],
+            busy_workers: 0,
             summary: Summary::default(),
             events: Vec::new(),
             timeline: Vec::new(),
@@ -434,7 +439,7 @@ impl<'a> Engine<'a> {
         if t > self.now {
             let dt = u128::from(t - self.now);
             self.held_nanos += dt * u128::from(self.workers);
-            self.busy_nanos += dt * self.busy.len() as u128;
+            self.busy_nanos += dt * u128::from(self.busy_workers);
             self.now = t;
         }
     }
@@ -507,7 +512,15 @@ impl<'a> Engine<'a> {
         if cold {
             self.summary.cold_starts += 1;
         }
-        *self.busy.entry((key, lease.worker_id())).or_insert(0) += 1;
+        let (pool, id) = (self.keys[key].pool, worker_index(lease.worker_id()));
+        let counts = &mut self.in_flight_of[pool];
+        if counts.len() <= id {
+            counts.resize(id + 1, 0);
+        }
+        counts[id] += 1;
+        if counts[id] == 1 {
+            self.busy_workers += 1;
+        }
         let done = self.now.saturating_add(to_nanos(r.duration));
         let item = InFlight { lease, key };
         let slot = match self.free_slots.pop() {
@@ -528,12 +541,12 @@ impl<'a> Engine<'a> {
             return;
         };
         self.free_slots.push(slot);
-        let id = (key, lease.worker_id());
+        let (pool, id) = (self.keys[key].pool, worker_index(lease.worker_id()));
         drop(lease);
-        if let Some(count) = self.busy.get_mut(&id) {
+        if let Some(count) = self.in_flight_of[pool].get_mut(id) {
             *count -= 1;
             if *count == 0 {
-                self.busy.remove(&id);
+                self.busy_workers -= 1;
             }
         }
         self.last_change = self.now;
@@ -631,4 +644,9 @@ impl<'a> Engine<'a> {
             timeline: self.timeline,
         }
     }
+}
+
+/// A worker id as an index into a per-pool table.
+fn worker_index(id: WorkerId) -> usize {
+    usize::try_from(id.0).unwrap_or(usize::MAX)
 }
