@@ -479,7 +479,7 @@ impl Loader<'_> {
             ));
         };
         let kind_entry = table.iter().find(|(k, _)| k.get_ref() == "kind");
-        let Some((kind_key, kind_value)) = kind_entry else {
+        let Some((_, kind_value)) = kind_entry else {
             return Err(self.error_at(
                 Some(value.span()),
                 here,
@@ -499,8 +499,6 @@ impl Loader<'_> {
                 ),
             ));
         };
-        let _ = kind_key;
-
         if kind == CHAIN {
             let mut members = Vec::new();
             let mut saw_policies = false;

@@ -37,7 +37,7 @@ impl PoolShared {
         }
     }
 
-    /// Waits until `retry` succeeds or `deadline_in` passes; `retry` runs under the waiting-room
+    /// Waits until `retry` succeeds or `timeout` passes; `retry` runs under the waiting-room
     /// lock after registering as a waiter, so no wake-up between check and wait is lost.
     pub(crate) fn wait_for<T>(
         &self,

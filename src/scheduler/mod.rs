@@ -20,7 +20,7 @@ use poolwarden_policies::{EvictionPolicy, Noop, Proposal, WorkerId};
 
 use crate::clock::{Clock, TscClock};
 use crate::pool::{Eviction, ManagedPool, Pool, Worker};
-use crate::probe::{sane, FixedProbe, MemoryProbe};
+use crate::probe::{sane, MemoryProbe};
 use crate::snapshot_buffer::SnapshotBuffer;
 
 pub use event::{EvictionEvent, SchedulerStats, TickReport};
@@ -44,7 +44,8 @@ struct Registered {
 struct Core {
     pools: Vec<Registered>,
     slots: Vec<PolicySlot>,
-    probe: Box<dyn MemoryProbe>,
+    /// `None`: no probe, memory is always unknown.
+    probe: Option<Box<dyn MemoryProbe>>,
     buffer: SnapshotBuffer,
     proposals: Vec<Proposal>,
     applied: HashSet<(usize, WorkerId)>,
@@ -107,9 +108,7 @@ impl SchedulerBuilder {
                 governed: Vec::new(),
                 panics: 0,
             }],
-            probe: self
-                .probe
-                .unwrap_or_else(|| Box::new(FixedProbe::new(None))),
+            probe: self.probe,
             buffer: SnapshotBuffer::default(),
             proposals: Vec::new(),
             applied: HashSet::new(),
@@ -256,14 +255,16 @@ impl Drop for Scheduler {
 
 impl Core {
     fn tick(&mut self, now: Duration) -> TickReport {
-        let memory = sane(
-            catch_unwind(AssertUnwindSafe(|| self.probe.read())).unwrap_or_else(|_| {
-                log::error!(
-                    "{THREAD_NAME}: the memory probe panicked; memory is unknown this tick"
-                );
-                None
-            }),
-        );
+        let memory = self.probe.as_mut().and_then(|probe| {
+            sane(
+                catch_unwind(AssertUnwindSafe(|| probe.read())).unwrap_or_else(|_| {
+                    log::error!(
+                        "{THREAD_NAME}: the memory probe panicked; memory is unknown this tick"
+                    );
+                    None
+                }),
+            )
+        });
         let mut report = TickReport {
             at: now,
             memory,
@@ -379,7 +380,7 @@ impl Core {
             .or_insert(0) += 1;
         let event = EvictionEvent {
             at: now,
-            pool: Arc::from(pool.name()),
+            pool: Arc::clone(&self.buffer.pools[pool_index].name),
             key: eviction.key,
             worker: eviction.worker,
             reason: eviction.reason,
