@@ -14,6 +14,8 @@
 //! Policies propose, the pool enforces, the scheduler acts.
 #![warn(missing_docs)]
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod pool;

@@ -15,6 +15,7 @@
 
 mod engine;
 mod report;
+#[cfg(feature = "cli")]
 mod svg;
 mod trace;
 
@@ -22,5 +23,6 @@ pub use engine::{policy_label, simulate, Progress, SimError, SimOptions, Virtual
 pub use report::{
     align_windows, clock_time, render_csv, render_text, SimEvent, SimRun, Summary, TimelinePoint,
 };
+#[cfg(feature = "cli")]
 pub use svg::{render_svg, SvgError};
 pub use trace::{Request, ServiceModel, Trace, TraceError, TraceFormat, DEFAULT_POOL};

@@ -1,18 +1,20 @@
-//! The operator CLI. Exit status: 0 on success, 2 on any error (bad arguments, a bad config,
-//! a bad trace); never a panic on bad input.
+//! The operator CLI (`poolwarden check`, `poolwarden simulate`), as a library entry point: a
+//! service with its own policies runs it with its own [`PolicyRegistry`] through
+//! [`main_with_registry`]. Exit status: 0 on success, 2 on any error (bad arguments, a bad
+//! config, a bad trace); never a panic on bad input.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use poolwarden::config::{Config, ConfigError, PolicyRegistry, PolicySpec, CHAIN};
-use poolwarden::policies::format_duration;
-use poolwarden::sim::{
+use crate::config::{Config, ConfigError, PolicyRegistry, PolicySpec, CHAIN};
+use crate::policies::format_duration;
+use crate::sim::{
     align_windows, render_csv, render_svg, render_text, simulate, ServiceModel, SimOptions, SimRun,
     Trace, TraceFormat,
 };
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// Keeps pools of expensive workers at the right size: check a config, simulate a policy.
 #[derive(Parser, Debug)]
@@ -95,7 +97,9 @@ impl From<ConfigError> for Failure {
     }
 }
 
-pub fn main() -> ExitCode {
+/// Runs the `poolwarden` command on this process's arguments with `registry`, which knows the
+/// built-in policies and any the service registered.
+pub fn main_with_registry(registry: PolicyRegistry) -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -107,7 +111,6 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    let registry = PolicyRegistry::new();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let result = match cli.command {
