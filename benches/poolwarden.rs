@@ -260,6 +260,7 @@ fn snapshot_views(keys: usize) -> (Vec<PoolView>, Vec<KeyView>, Vec<WorkerView>)
             last_used: Duration::ZERO,
             spawned_at: Duration::ZERO,
             memory_bytes: 1 << 20,
+            ..WorkerView::default()
         })
         .collect();
     let keys = (0..keys)
@@ -270,6 +271,7 @@ fn snapshot_views(keys: usize) -> (Vec<PoolView>, Vec<KeyView>, Vec<WorkerView>)
             starting: 0,
             last_eviction: None,
             overrides: 0,
+            ..KeyView::default()
         })
         .collect();
     (pools, keys, workers)
@@ -335,6 +337,7 @@ fn tick(c: &mut Criterion) {
         let governed = [true];
         let snapshot = Snapshot {
             now: Duration::from_secs(30),
+            previous: None,
             memory: None,
             pools: &views.0,
             keys: &views.1,

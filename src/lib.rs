@@ -25,7 +25,9 @@ pub mod sim;
 mod snapshot_buffer;
 
 pub use poolwarden_policies as policies;
-pub use poolwarden_policies::{EvictionPolicy, EvictionReason, Proposal, Snapshot, WorkerId};
+pub use poolwarden_policies::{
+    EvictionPolicy, EvictionReason, KeyId, Prewarm, Proposal, Snapshot, WorkerId,
+};
 
 pub use clock::{Clock, ManualClock, SystemClock, TscClock};
 pub use config::{Config, ConfigError, PolicyRegistry};
@@ -34,5 +36,7 @@ pub use pool::{
     SpawnReservation, Worker, WorkerFactory,
 };
 pub use probe::{FixedProbe, MemoryProbe, MemoryReading, SysinfoProbe};
-pub use scheduler::{EvictionEvent, Scheduler, SchedulerBuilder, SchedulerStats, TickReport};
+pub use scheduler::{
+    EvictionEvent, PrewarmStart, Scheduler, SchedulerBuilder, SchedulerStats, TickReport,
+};
 pub use snapshot_buffer::{DeadWorker, SnapshotBuffer};

@@ -49,11 +49,13 @@ impl SnapshotBuffer {
     pub fn view<'a>(
         &'a self,
         now: Duration,
+        previous: Option<Duration>,
         memory: Option<MemoryReading>,
         governed: &'a [bool],
     ) -> Snapshot<'a> {
         Snapshot {
             now,
+            previous,
             memory,
             pools: &self.pools,
             keys: &self.keys,

@@ -49,9 +49,10 @@ pub use builtin::noop::{Noop, NoopConfig};
 pub use builtin::InvalidParameter;
 pub use byte_size::{ByteSize, ParseByteSizeError};
 pub use policy::EvictionPolicy;
-pub use proposal::{EvictionReason, Proposal};
+pub use proposal::{EvictionReason, Prewarm, Proposal};
 pub use snapshot::{
-    KeyIndex, KeyView, MemoryReading, ModelOverrides, PoolView, Snapshot, WorkerId, WorkerView,
+    KeyId, KeyIndex, KeyView, MemoryReading, ModelOverrides, PoolView, Snapshot, WorkerId,
+    WorkerView,
 };
 
 /// Formats a duration the way configs write it (`1m`, `1h 30m`, `250ms`).

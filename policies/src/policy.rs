@@ -1,6 +1,6 @@
 //! The trait every eviction policy implements.
 
-use crate::proposal::Proposal;
+use crate::proposal::{Prewarm, Proposal};
 use crate::snapshot::Snapshot;
 
 /// Decides which workers to evict, given a snapshot of the pools.
@@ -21,6 +21,13 @@ pub trait EvictionPolicy: Send {
     /// scheduler evicts it at most once.
     fn propose(&mut self, snapshot: &Snapshot<'_>, out: &mut Vec<Proposal>);
 
+    /// Appends this tick's pre-warm proposals to `out`: keys to have workers ready for before
+    /// requests arrive (see [`Prewarm`]). Called once per tick right after
+    /// [`propose`](Self::propose), with the same snapshot. Default: none.
+    fn prewarm(&mut self, snapshot: &Snapshot<'_>, out: &mut Vec<Prewarm>) {
+        let _ = (snapshot, out);
+    }
+
     /// A one-line description with every parameter, defaults included, for `poolwarden check`.
     fn describe(&self) -> String {
         self.name().to_string()
@@ -38,6 +45,9 @@ impl<P: EvictionPolicy + ?Sized> EvictionPolicy for Box<P> {
     }
     fn propose(&mut self, snapshot: &Snapshot<'_>, out: &mut Vec<Proposal>) {
         (**self).propose(snapshot, out)
+    }
+    fn prewarm(&mut self, snapshot: &Snapshot<'_>, out: &mut Vec<Prewarm>) {
+        (**self).prewarm(snapshot, out)
     }
     fn describe(&self) -> String {
         (**self).describe()

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use crate::snapshot::{KeyIndex, WorkerId};
+use std::time::Duration;
+
+use crate::snapshot::{KeyIndex, WorkerId, WorkerView};
 
 /// Why a worker was (or should be) evicted. Every eviction carries one, in logs, events and
 /// counters.
@@ -17,6 +19,8 @@ pub enum EvictionReason {
     MaxLifetime,
     /// Freed because memory use crossed the high watermark (`memory-pressure`).
     MemoryPressure,
+    /// Evicted to make room for a spawn under a memory budget (admission).
+    Admission,
     /// Its thread panicked or exited; removed by the pool.
     Dead,
     /// Evicted by an explicit call from the application.
@@ -38,6 +42,7 @@ impl EvictionReason {
             EvictionReason::KeepAlive => "keep-alive",
             EvictionReason::MaxLifetime => "max-lifetime",
             EvictionReason::MemoryPressure => "memory-pressure",
+            EvictionReason::Admission => "admission",
             EvictionReason::Dead => "dead",
             EvictionReason::Manual => "manual",
             EvictionReason::Custom(name) => name,
@@ -52,7 +57,7 @@ impl std::fmt::Display for EvictionReason {
 }
 
 /// A proposal to evict one worker. The pool re-checks it atomically: a worker that is busy by
-/// then, or already gone, is left alone.
+/// then, already gone, or used since the snapshot the policy decided from, is left alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Proposal {
     /// The key, as an index into [`crate::Snapshot::keys`].
@@ -61,15 +66,52 @@ pub struct Proposal {
     pub worker: WorkerId,
     /// Why.
     pub reason: EvictionReason,
+    /// The worker's [`WorkerView::releases`] as the policy saw it. The pool evicts only if the
+    /// worker still has exactly this count (no request came and went since). `None`: the count
+    /// in the snapshot of this tick, which the scheduler fills in.
+    pub releases: Option<u64>,
 }
 
 impl Proposal {
-    /// A proposal to evict `worker` of the key at `key` for `reason`.
+    /// A proposal to evict `worker` of the key at `key` for `reason`, as of this tick's
+    /// snapshot.
     pub fn new(key: KeyIndex, worker: WorkerId, reason: EvictionReason) -> Self {
         Proposal {
             key,
             worker,
             reason,
+            releases: None,
         }
     }
+
+    /// A proposal to evict the worker seen as `worker` of the key at `key` for `reason`: the
+    /// pool evicts it only if it has served no request since that view was taken.
+    pub fn evict(key: KeyIndex, worker: &WorkerView, reason: EvictionReason) -> Self {
+        Proposal {
+            key,
+            worker: worker.id,
+            reason,
+            releases: Some(worker.releases),
+        }
+    }
+}
+
+/// A proposal to have `workers` ready workers of `key` in pool `pool` from time `at`: the
+/// scheduler starts the missing spawns early enough for them to be ready by `at` (the key's
+/// expected load time ahead of it), off the maintenance thread. Spawns it starts are counted as
+/// pre-warm spawns, apart from cold starts.
+///
+/// The scheduler keeps one pending pre-warm per key: a new proposal for the same key replaces
+/// the pending one, and one with `workers: 0` cancels it. A pending pre-warm fires once; the
+/// workers it brings are then governed like any other (an idle policy may evict them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prewarm {
+    /// Index of the key's pool in [`crate::Snapshot::pools`].
+    pub pool: usize,
+    /// The key (it need not be in the snapshot: a key with no worker can be pre-warmed).
+    pub key: Arc<str>,
+    /// Ready workers wanted (counting those already ready or starting).
+    pub workers: usize,
+    /// When they should be ready.
+    pub at: Duration,
 }

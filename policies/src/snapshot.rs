@@ -5,8 +5,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Identifies a worker within its pool. Ids start at 1 and are never reused by a pool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct WorkerId(pub u64);
+
+/// Identifies a key (model) of a pool for as long as the pool knows it: the same key keeps the
+/// same id from tick to tick, so a policy can keep per-key state in a map keyed by it (or by
+/// `id.0` in a table) instead of hashing the key's name every tick.
+///
+/// A pool forgets a key once it has no worker, no spawn in progress and no waiting request:
+/// the key then appears in one last snapshot with no workers (see [`KeyView::workers`]) and
+/// leaves the snapshots. If it is used again, it comes back under a new id; a policy that keeps
+/// state across such gaps links the new id to its state by ([`KeyView::pool`],
+/// [`KeyView::key`]) once, when it first sees the new id. Ids start at 1 and are never reused
+/// by a pool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KeyId(pub u64);
+
+impl std::fmt::Display for KeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
 
 impl std::fmt::Display for WorkerId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -52,7 +71,7 @@ pub struct ModelOverrides {
 }
 
 /// One registered pool.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PoolView {
     /// The pool's name (`[pools.NAME]`).
     pub name: Arc<str>,
@@ -63,16 +82,33 @@ pub struct PoolView {
 }
 
 /// One key (model) of one pool.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct KeyView {
     /// Index of the key's pool in [`Snapshot::pools`].
     pub pool: usize,
     /// The key itself.
     pub key: Arc<str>,
-    /// The key's ready workers in [`Snapshot::workers`].
+    /// The key's identity while its pool knows it (see [`KeyId`]).
+    pub id: KeyId,
+    /// The key's ready workers in [`Snapshot::workers`]. Empty when the key has just lost its
+    /// last worker: that snapshot is the last one the key appears in unless it is used again,
+    /// or a spawn or a request is still pending for it.
     pub workers: Range<usize>,
-    /// Workers being spawned right now (a request is waiting for them).
+    /// Workers being spawned right now (for waiting requests, or a pre-warm).
     pub starting: usize,
+    /// Requests waiting for a worker of this key right now.
+    pub waiting: usize,
+    /// Requests that arrived for this key since the previous tick: served (whether still in
+    /// flight or already finished), or given up (timed out, failed). A request that is still
+    /// waiting is counted when it is served or gives up. Requests that came and went between two
+    /// ticks are counted too.
+    pub arrivals: u64,
+    /// When the first request arrived after the key went idle: set when the key had no request
+    /// in flight or waiting at the previous tick (or did not exist) and `arrivals > 0`. Exact
+    /// under a clock that stamps every release (`ManualClock`, the simulator); under the real
+    /// clocks, a request served at once by a ready worker is seen at the tick (late by at most
+    /// one tick), and one that waited is stamped when it arrived.
+    pub first_arrival: Option<Duration>,
     /// When a worker of this key was last evicted, for any reason.
     pub last_eviction: Option<Duration>,
     /// Index of this key's overrides in [`Snapshot::overrides`]; 0 is "no overrides".
@@ -80,10 +116,15 @@ pub struct KeyView {
 }
 
 /// One ready worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WorkerView {
     /// The worker's id, unique within its pool.
     pub id: WorkerId,
+    /// How many requests the worker had finished when the snapshot was taken (modulo 2^36).
+    /// A proposal made from this view carries it ([`crate::Proposal::evict`]), and the pool
+    /// evicts only if the worker is idle and has finished exactly as many requests: a request
+    /// that came and went after the snapshot saves the worker.
+    pub releases: u64,
     /// Requests in flight on it at the moment of the snapshot.
     pub in_flight: u32,
     /// When its last request finished (its spawn time if it never served one).
@@ -121,6 +162,9 @@ impl WorkerView {
 pub struct Snapshot<'a> {
     /// The tick's time.
     pub now: Duration,
+    /// The previous tick's time (`None` at the first tick): [`KeyView::arrivals`] counts the
+    /// requests since then.
+    pub previous: Option<Duration>,
     /// This tick's memory reading; `None` when the probe failed or read nonsense.
     pub memory: Option<MemoryReading>,
     /// Every registered pool.

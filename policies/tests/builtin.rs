@@ -46,6 +46,7 @@ impl World {
                 last_used: s(last_used),
                 spawned_at: Duration::ZERO,
                 memory_bytes: bytes,
+                ..WorkerView::default()
             });
         }
         self.keys.push(KeyView {
@@ -55,6 +56,7 @@ impl World {
             starting: 0,
             last_eviction: None,
             overrides: 0,
+            ..KeyView::default()
         });
         self
     }
@@ -67,6 +69,7 @@ impl World {
     ) -> Vec<(String, u64)> {
         let snapshot = Snapshot {
             now: s(now),
+            previous: None,
             memory,
             pools: &self.pools,
             keys: &self.keys,

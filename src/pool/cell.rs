@@ -1,13 +1,19 @@
 //! One worker's slot in the pool: its state, in-flight count and release count in a single
 //! atomic word.
 //!
-//! Layout of the state word: the low 32 bits are the number of requests in flight, bit 32 is
-//! `DRAINING` (the worker is leaving the pool), and bits 33 to 63 count releases (wrapping).
+//! Layout of the state word: the low 24 bits are the number of requests in flight, bit 24 is
+//! `DRAINING` (the worker is leaving the pool), bits 25 to 27 are flags for the release path,
+//! and bits 28 to 63 count releases (wrapping).
 //! Acquire is one compare-and-swap from "not draining, below the limit" to "in-flight + 1";
-//! eviction is one compare-and-swap from "not draining, 0 in flight" to "draining". So a request
-//! can never be handed to a worker being evicted, and a worker that has just received a request
-//! can never be evicted. Release is one `fetch_add` that takes one off the in-flight count and
-//! adds one to the release count.
+//! eviction is one compare-and-swap from "not draining, 0 in flight, exactly the release count
+//! the policy saw" to "draining". So a request can never be handed to a worker being evicted, a
+//! worker that has just received a request can never be evicted, and neither can one that served
+//! a request since the snapshot its eviction was decided from. Release is one `fetch_add` that
+//! takes one off the in-flight count and adds one to the release count.
+//!
+//! Each tick also records the word it saw (`tick_seen`), so that the next tick can count the
+//! requests that arrived in between, including those that came and went: the releases since,
+//! plus the change in the in-flight count.
 //!
 //! `last_used` is stamped one of two ways (see [`crate::Clock::stamps_every_release`]): by every
 //! release with the clock's exact time, or by the tick, which compares the release count with
@@ -22,9 +28,15 @@ use poolwarden_policies::WorkerId;
 use super::shared::PoolShared;
 use crate::clock::to_nanos;
 
-const IN_FLIGHT_MASK: u64 = u32::MAX as u64;
-const DRAINING: u64 = 1 << 32;
-const RELEASE_SHIFT: u32 = 33;
+/// Most requests a worker can have in flight (the width of the in-flight field).
+pub(crate) const MAX_IN_FLIGHT: u32 = (1 << 24) - 1;
+const IN_FLIGHT_MASK: u64 = MAX_IN_FLIGHT as u64;
+const DRAINING: u64 = 1 << 24;
+const RELEASE_SHIFT: u32 = 28;
+/// The fields that say what the worker did: in flight and releases (not the flags).
+const WORK_MASK: u64 = !(((1 << RELEASE_SHIFT) - 1) ^ IN_FLIGHT_MASK);
+/// No time recorded (a real time of `u64::MAX` ns is 584 years away).
+const NO_TIME: u64 = u64::MAX;
 /// Added by a release: one more release, one less in flight. The in-flight count of a worker
 /// being released is at least 1, so the subtraction never borrows from `DRAINING`; the release
 /// count's carry out of bit 63 is dropped, so the count wraps without touching the other fields.
@@ -47,12 +59,21 @@ impl CellState {
         self.0 & DRAINING != 0
     }
 
-    /// Releases so far, modulo 2^31. A tick tells a released worker by a count that differs
-    /// from the one it stamped; only a worker released a multiple of 2^31 times between two ticks
-    /// (two billion requests on one worker within one tick) and idle at both could pass unseen.
+    /// Releases so far, modulo 2^36. A tick tells a released worker by a count that differs
+    /// from the one it stamped; only a worker released a multiple of 2^36 times between two ticks
+    /// and idle at both could pass unseen.
     #[inline]
     pub(crate) fn releases(self) -> u64 {
         self.0 >> RELEASE_SHIFT
+    }
+
+    /// Requests that started between `earlier` and this look: the releases since, plus the
+    /// change in the in-flight count.
+    #[inline]
+    pub(crate) fn leases_since(self, earlier: CellState) -> u64 {
+        let released =
+            self.releases().wrapping_sub(earlier.releases()) & (u64::MAX >> RELEASE_SHIFT);
+        (released + u64::from(self.in_flight())).saturating_sub(u64::from(earlier.in_flight()))
     }
 }
 
@@ -64,6 +85,12 @@ pub(crate) struct WorkerCell<W> {
     last_used_nanos: AtomicU64,
     /// The release count when a tick last stamped `last_used` (tick stamping only).
     stamped_releases: AtomicU64,
+    /// The state word (work fields only) the last tick saw; a new worker starts from zero, so
+    /// that the request it was spawned for counts as an arrival.
+    tick_seen: AtomicU64,
+    /// Under exact clocks: when the first request since the last tick found the worker idle
+    /// (`NO_TIME` if none did).
+    first_lease_nanos: AtomicU64,
     pub(crate) id: WorkerId,
     pub(crate) memory_bytes: u64,
     pub(crate) spawned_at: Duration,
@@ -86,6 +113,12 @@ impl<W> WorkerCell<W> {
             state: AtomicU64::new(1),
             last_used_nanos: AtomicU64::new(to_nanos(now)),
             stamped_releases: AtomicU64::new(0),
+            tick_seen: AtomicU64::new(0),
+            first_lease_nanos: AtomicU64::new(if shared.stamps_every_release {
+                to_nanos(now)
+            } else {
+                NO_TIME
+            }),
             id,
             memory_bytes,
             spawned_at: now,
@@ -130,10 +163,46 @@ impl<W> WorkerCell<W> {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => return true,
+                Ok(_) => {
+                    if word & IN_FLIGHT_MASK == 0 && self.shared.stamps_every_release {
+                        self.note_first_lease();
+                    }
+                    return true;
+                }
                 Err(actual) => word = actual,
             }
         }
+    }
+
+    /// Under exact clocks, records when a request first found this worker idle since the last
+    /// tick (the tick then knows when a quiet key's first request came).
+    #[cold]
+    fn note_first_lease(&self) {
+        let now = to_nanos(self.shared.clock.now());
+        let _ = self.first_lease_nanos.compare_exchange(
+            NO_TIME,
+            now,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
+    /// For the tick: the requests that started since the previous tick's look, and (under exact
+    /// clocks) when the first of them found the worker idle. Records this look for the next.
+    pub(crate) fn take_arrivals(&self, state: CellState) -> (u64, Option<u64>) {
+        let seen = CellState(self.tick_seen.swap(state.0 & WORK_MASK, Ordering::AcqRel));
+        let first = self.first_lease_nanos.swap(NO_TIME, Ordering::AcqRel);
+        (
+            state.leases_since(seen),
+            (first != NO_TIME).then_some(first),
+        )
+    }
+
+    /// The requests that started since the last tick's look, without recording a look (for a
+    /// worker leaving the pool between ticks).
+    pub(crate) fn arrivals_since_tick(&self) -> u64 {
+        let seen = CellState(self.tick_seen.load(Ordering::Acquire));
+        self.state().leases_since(seen)
     }
 
     /// Ends a lease: in-flight - 1 and release count + 1, after stamping `last_used` when the
@@ -166,14 +235,21 @@ impl<W> WorkerCell<W> {
         previous.max(at)
     }
 
-    /// Draining if idle at this instant; false if busy or already draining.
-    pub(crate) fn try_begin_drain(&self) -> bool {
+    /// Draining if idle at this instant and, when `releases` is given, released exactly that
+    /// many times (modulo 2^36); false if busy, already draining, or used since.
+    pub(crate) fn try_begin_drain(&self, releases: Option<u64>) -> bool {
         let mut word = self.state.load(Ordering::Acquire);
         loop {
             if word & (DRAINING | IN_FLIGHT_MASK) != 0 {
                 return false;
             }
-            // Fails only when a lease came (or came and went) in between: look again.
+            if releases
+                .is_some_and(|r| CellState(word).releases() != r & (u64::MAX >> RELEASE_SHIFT))
+            {
+                return false;
+            }
+            // Fails when a lease came (or came and went) in between, or a flag changed: look
+            // again.
             match self.state.compare_exchange_weak(
                 word,
                 word | DRAINING,
@@ -241,11 +317,54 @@ mod tests {
     #[test]
     fn drain_needs_an_idle_worker_whatever_its_release_count() {
         let cell = cell();
-        assert!(!cell.try_begin_drain(), "busy: leased to its spawner");
+        assert!(!cell.try_begin_drain(None), "busy: leased to its spawner");
         cell.release();
-        assert!(cell.try_begin_drain());
+        assert!(cell.try_begin_drain(None));
         assert!(!cell.try_lease(1), "no lease reaches a draining worker");
-        assert!(!cell.try_begin_drain(), "already draining");
+        assert!(!cell.try_begin_drain(None), "already draining");
+    }
+
+    #[test]
+    fn drain_from_a_stale_release_count_fails() {
+        let cell = cell();
+        cell.release();
+        let seen = cell.state().releases();
+        assert!(cell.try_lease(1));
+        cell.release(); // a request came and went after the look
+        assert!(!cell.try_begin_drain(Some(seen)), "used since the snapshot");
+        assert!(cell.try_begin_drain(Some(seen + 1)));
+    }
+
+    #[test]
+    fn a_tick_counts_the_requests_that_came_and_went_since_its_last_look() {
+        let cell = cell(); // spawned for one request, still in flight
+        let (arrivals, _) = cell.take_arrivals(cell.state());
+        assert_eq!(arrivals, 1);
+        cell.release();
+        for _ in 0..3 {
+            assert!(cell.try_lease(2));
+            cell.release();
+        }
+        assert!(cell.try_lease(2));
+        assert_eq!(
+            cell.arrivals_since_tick(),
+            4,
+            "3 came and went, 1 in flight"
+        );
+        let (arrivals, first) = cell.take_arrivals(cell.state());
+        assert_eq!(arrivals, 4);
+        assert_eq!(
+            first,
+            Some(0),
+            "exact clock: the first lease that found it idle"
+        );
+        cell.release();
+        let (arrivals, first) = cell.take_arrivals(cell.state());
+        assert_eq!(
+            (arrivals, first),
+            (0, None),
+            "a release alone is no arrival"
+        );
     }
 
     #[test]

@@ -9,13 +9,13 @@ mod worker;
 
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dashmap::DashMap;
 use poolwarden_policies::{
-    EvictionReason, KeyView, ModelOverrides, PoolView, WorkerId, WorkerView,
+    EvictionReason, KeyId, KeyView, ModelOverrides, PoolView, WorkerId, WorkerView,
 };
 
 use crate::clock::{to_nanos, Clock, TscClock};
@@ -28,14 +28,41 @@ pub use lease::Lease;
 pub use threaded::{ThreadedWorker, WorkerGone};
 pub use worker::{SpawnError, Worker, WorkerFactory};
 
+/// No time recorded.
+const NO_TIME: u64 = u64::MAX;
+
 /// One key's workers, the value of the pool's map.
 struct ModelEntry<W> {
+    id: KeyId,
     workers: Vec<Arc<WorkerCell<W>>>,
     /// Spawns reserved and not yet finished.
     starting: usize,
     last_eviction: Option<Duration>,
     /// Index into the pool's override table plus one; 0 for none.
     overrides: usize,
+    /// Arrivals since the last tick that no live worker's state word counts: requests that
+    /// gave up (timed out, spawn failed) and requests served by workers that left since.
+    arrivals: AtomicU64,
+    /// When the first request since the last tick that found no ready worker arrived
+    /// (`NO_TIME`: none).
+    first_arrival: AtomicU64,
+    /// Whether the last tick saw the key with nothing in flight (true for a new key).
+    idle_at_tick: AtomicBool,
+}
+
+impl<W> ModelEntry<W> {
+    fn new(id: KeyId, overrides: usize) -> Self {
+        ModelEntry {
+            id,
+            workers: Vec::new(),
+            starting: 0,
+            last_eviction: None,
+            overrides,
+            arrivals: AtomicU64::new(0),
+            first_arrival: AtomicU64::new(NO_TIME),
+            idle_at_tick: AtomicBool::new(true),
+        }
+    }
 }
 
 /// A worker that has left the pool.
@@ -60,8 +87,10 @@ pub struct PoolStats {
     pub accounted_bytes: u64,
     /// Live workers per key (keys with none are listed with 0).
     pub workers: BTreeMap<String, usize>,
-    /// Workers spawned.
+    /// Workers spawned (pre-warm spawns included).
     pub spawns: u64,
+    /// Of those, spawned by a pre-warm rather than for a waiting request.
+    pub prewarm_spawns: u64,
     /// Spawns that failed (error or panic).
     pub spawn_failures: u64,
     /// Evictions by reason.
@@ -84,9 +113,15 @@ struct PoolInner<W> {
     max_in_flight_per_worker: u32,
     acquire_timeout: Duration,
     overrides: Vec<(Arc<str>, ModelOverrides)>,
+    cold_start: Duration,
+    model_cold_starts: Vec<(Arc<str>, Duration)>,
+    /// Mean observed load time, nanoseconds (exponentially weighted; 0 until the first spawn).
+    observed_load_nanos: AtomicU64,
     next_id: AtomicU64,
+    next_key_id: AtomicU64,
     accounted_bytes: AtomicU64,
     spawns: AtomicU64,
+    prewarm_spawns: AtomicU64,
     spawn_failures: AtomicU64,
     evictions: Mutex<BTreeMap<EvictionReason, u64>>,
 }
@@ -130,18 +165,35 @@ pub struct PoolBuilder<W> {
     max_in_flight_per_worker: u32,
     acquire_timeout: Duration,
     overrides: Vec<(Arc<str>, ModelOverrides)>,
+    cold_start: Duration,
+    model_cold_starts: Vec<(Arc<str>, Duration)>,
 }
 
 impl<W: Worker> PoolBuilder<W> {
+    /// How long a worker takes to load, for keys without their own: a pre-warm starts this
+    /// much ahead of the time its workers are wanted. Default: zero, which means the pool's
+    /// observed mean load time.
+    pub fn cold_start(mut self, load_time: Duration) -> Self {
+        self.cold_start = load_time;
+        self
+    }
+
+    /// How long a worker of `key` takes to load (see [`PoolBuilder::cold_start`]).
+    pub fn model_cold_start(mut self, key: &str, load_time: Duration) -> Self {
+        self.model_cold_starts.retain(|(k, _)| &**k != key);
+        self.model_cold_starts.push((Arc::from(key), load_time));
+        self
+    }
+
     /// Most workers per key. Default 4; at least 1.
     pub fn max_workers_per_model(mut self, n: usize) -> Self {
         self.max_workers_per_model = n.max(1);
         self
     }
 
-    /// Requests a worker serves at once. Default 1; at least 1.
+    /// Requests a worker serves at once. Default 1; at least 1, at most 16,777,215.
     pub fn max_in_flight_per_worker(mut self, n: u32) -> Self {
-        self.max_in_flight_per_worker = n.max(1);
+        self.max_in_flight_per_worker = n.clamp(1, cell::MAX_IN_FLIGHT);
         self
     }
 
@@ -178,9 +230,14 @@ impl<W: Worker> PoolBuilder<W> {
                 max_in_flight_per_worker: self.max_in_flight_per_worker,
                 acquire_timeout: self.acquire_timeout,
                 overrides: self.overrides,
+                cold_start: self.cold_start,
+                model_cold_starts: self.model_cold_starts,
+                observed_load_nanos: AtomicU64::new(0),
                 next_id: AtomicU64::new(1),
+                next_key_id: AtomicU64::new(1),
                 accounted_bytes: AtomicU64::new(0),
                 spawns: AtomicU64::new(0),
+                prewarm_spawns: AtomicU64::new(0),
                 spawn_failures: AtomicU64::new(0),
                 evictions: Mutex::new(BTreeMap::new()),
             }),
@@ -239,6 +296,15 @@ impl<W: Worker> Drop for SpawnReservation<W> {
     }
 }
 
+/// How [`Pool::remove`] takes a worker out.
+#[derive(Clone, Copy)]
+enum Removal {
+    /// Only if idle (and, with a count, released exactly that many times).
+    IfIdle(Option<u64>),
+    /// Whatever its load: it is dead.
+    Dead,
+}
+
 enum Next<W: Worker> {
     Leased(Lease<W>),
     Spawn(SpawnReservation<W>),
@@ -255,6 +321,8 @@ impl<W: Worker> Pool<W> {
             max_in_flight_per_worker: 1,
             acquire_timeout: Duration::from_secs(30),
             overrides: Vec::new(),
+            cold_start: Duration::ZERO,
+            model_cold_starts: Vec::new(),
         }
     }
 
@@ -271,31 +339,72 @@ impl<W: Worker> Pool<W> {
         if let Some(lease) = self.try_acquire(key) {
             return Ok(lease);
         }
+        let arrived = to_nanos(self.inner.shared.clock.now());
         let next = match self.try_acquire_or_reserve(key) {
             Some(next) => next,
             None => {
+                self.note_slow_arrival(key, arrived, false);
                 let timeout = self.inner.acquire_timeout;
                 self.inner
                     .shared
                     .wait_for(timeout, || self.try_acquire_or_reserve(key))
-                    .ok_or_else(|| AcquireError::Timeout {
-                        key: key.to_string(),
-                        waited: timeout,
+                    .ok_or_else(|| {
+                        self.note_slow_arrival(key, arrived, true);
+                        AcquireError::Timeout {
+                            key: key.to_string(),
+                            waited: timeout,
+                        }
                     })?
             }
         };
+        self.note_slow_arrival(key, arrived, false);
         match next {
             Next::Leased(lease) => Ok(lease),
-            Next::Spawn(reservation) => self.spawn_into(reservation),
+            Next::Spawn(reservation) => self.spawn_into(reservation, false),
+        }
+    }
+
+    /// Records a request that found no ready worker: when it arrived, and whether it gave up
+    /// (then no worker's state word will count it).
+    fn note_slow_arrival(&self, key: &str, arrived: u64, gave_up: bool) {
+        if let Some(entry) = self.inner.map.get(key) {
+            entry.first_arrival.fetch_min(arrived, Ordering::AcqRel);
+            if gave_up {
+                entry.arrivals.fetch_add(1, Ordering::AcqRel);
+            }
         }
     }
 
     /// Runs the factory for a reservation, with no lock held.
-    fn spawn_into(&self, reservation: SpawnReservation<W>) -> Result<Lease<W>, AcquireError> {
+    fn spawn_into(
+        &self,
+        reservation: SpawnReservation<W>,
+        prewarm: bool,
+    ) -> Result<Lease<W>, AcquireError> {
         let key = reservation.key().to_string();
         let factory = &self.inner.factory;
-        match catch_unwind(AssertUnwindSafe(|| factory.spawn(&key))) {
-            Ok(Ok(worker)) => Ok(reservation.complete(worker)),
+        let started = self.inner.shared.clock.now();
+        let outcome = catch_unwind(AssertUnwindSafe(|| factory.spawn(&key)));
+        if !prewarm && !matches!(outcome, Ok(Ok(_))) {
+            self.note_slow_arrival(&key, NO_TIME, true);
+        }
+        match outcome {
+            Ok(Ok(worker)) => {
+                let took = to_nanos(self.inner.shared.clock.now().saturating_sub(started));
+                let mean = self.inner.observed_load_nanos.load(Ordering::Relaxed);
+                let mean = if mean == 0 {
+                    took
+                } else {
+                    mean - mean / 4 + took / 4
+                };
+                self.inner
+                    .observed_load_nanos
+                    .store(mean.max(1), Ordering::Relaxed);
+                if prewarm {
+                    self.inner.prewarm_spawns.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(reservation.complete(worker))
+            }
             Ok(Err(source)) => {
                 self.inner.spawn_failures.fetch_add(1, Ordering::Relaxed);
                 log::warn!(
@@ -377,16 +486,10 @@ impl<W: Worker> Pool<W> {
                     .iter()
                     .position(|(k, _)| *k == key)
                     .map_or(0, |i| i + 1);
-                let mut entry =
-                    self.inner
-                        .map
-                        .entry(Arc::clone(&key))
-                        .or_insert_with(|| ModelEntry {
-                            workers: Vec::new(),
-                            starting: 0,
-                            last_eviction: None,
-                            overrides,
-                        });
+                let mut entry = self.inner.map.entry(Arc::clone(&key)).or_insert_with(|| {
+                    let id = KeyId(self.inner.next_key_id.fetch_add(1, Ordering::Relaxed));
+                    ModelEntry::new(id, overrides)
+                });
                 if entry.workers.len() + entry.starting >= max {
                     return None;
                 }
@@ -405,7 +508,20 @@ impl<W: Worker> Pool<W> {
     /// The worker leaves the map, is shut down (outside any lock), and its bytes leave the
     /// accounting.
     pub fn evict(&self, key: &str, worker: WorkerId, reason: EvictionReason) -> Option<Eviction> {
-        self.remove(key, worker, reason, false)
+        self.remove(key, worker, reason, Removal::IfIdle(None))
+    }
+
+    /// Evicts `worker` of `key` if it is idle at this instant and has finished exactly
+    /// `releases` requests (its [`WorkerView::releases`] in the snapshot a policy decided from):
+    /// a worker used since that snapshot stays.
+    pub fn evict_unused_since(
+        &self,
+        key: &str,
+        worker: WorkerId,
+        releases: u64,
+        reason: EvictionReason,
+    ) -> Option<Eviction> {
+        self.remove(key, worker, reason, Removal::IfIdle(Some(releases)))
     }
 
     fn remove(
@@ -413,19 +529,25 @@ impl<W: Worker> Pool<W> {
         key: &str,
         worker: WorkerId,
         reason: EvictionReason,
-        dead: bool,
+        how: Removal,
     ) -> Option<Eviction> {
         let now = self.inner.shared.clock.now();
         let (cell, workers_left, key) = {
             let mut entry = self.inner.map.get_mut(key)?;
             let position = entry.workers.iter().position(|c| c.id == worker)?;
             let cell = &entry.workers[position];
-            if dead {
-                cell.force_drain();
-            } else if !cell.try_begin_drain() {
-                return None;
+            match how {
+                Removal::Dead => cell.force_drain(),
+                Removal::IfIdle(releases) => {
+                    if !cell.try_begin_drain(releases) {
+                        return None;
+                    }
+                }
             }
             let cell = entry.workers.swap_remove(position);
+            entry
+                .arrivals
+                .fetch_add(cell.arrivals_since_tick(), Ordering::AcqRel);
             entry.last_eviction = Some(now);
             (cell, entry.workers.len(), Arc::clone(entry.key()))
         };
@@ -488,6 +610,7 @@ impl<W: Worker> Pool<W> {
             accounted_bytes: self.accounted_bytes(),
             workers,
             spawns: self.inner.spawns.load(Ordering::Relaxed),
+            prewarm_spawns: self.inner.prewarm_spawns.load(Ordering::Relaxed),
             spawn_failures: self.inner.spawn_failures.load(Ordering::Relaxed),
             evictions,
         }
@@ -518,8 +641,25 @@ pub trait ManagedPool: Send + Sync + 'static {
     /// records dead workers in `buffer.dead` instead of listing them.
     fn snapshot_into(&self, buffer: &mut SnapshotBuffer, pool_index: usize);
 
-    /// Evicts the worker if it is idle at this instant.
-    fn evict(&self, key: &str, worker: WorkerId, reason: EvictionReason) -> Option<Eviction>;
+    /// Evicts the worker if it is idle at this instant and, when `releases` is given, has
+    /// finished exactly that many requests (it was not used since the snapshot).
+    fn evict(
+        &self,
+        key: &str,
+        worker: WorkerId,
+        reason: EvictionReason,
+        releases: Option<u64>,
+    ) -> Option<Eviction>;
+
+    /// Starts up to `workers` spawns of `key` off the caller's thread, for a pre-warm, as far
+    /// as the key's limit allows. Returns how many it started.
+    fn prewarm(&self, key: &str, workers: usize) -> usize;
+
+    /// Ready plus starting workers of `key`.
+    fn ready_or_starting(&self, key: &str) -> usize;
+
+    /// How long a worker of `key` is expected to take to load.
+    fn cold_start_of(&self, key: &str) -> Duration;
 
     /// Removes a dead worker whatever its in-flight count.
     fn remove_dead(&self, key: &str, worker: WorkerId) -> Option<Eviction>;
@@ -548,14 +688,22 @@ impl<W: Worker> ManagedPool for Pool<W> {
             accounted_bytes: inner.accounted_bytes.load(Ordering::Acquire),
         });
         let tick_stamps = !inner.shared.stamps_every_release;
+        let mut now: Option<u64> = None;
         for entry in inner.map.iter() {
             let start = buffer.workers.len();
             let mut unstamped = false;
+            let mut arrivals = entry.arrivals.swap(0, Ordering::AcqRel);
+            let mut first = entry.first_arrival.swap(NO_TIME, Ordering::AcqRel);
+            let mut in_flight = 0u64;
             for cell in &entry.workers {
                 let state = cell.state();
                 if state.draining() {
                     continue;
                 }
+                let (came, first_lease) = cell.take_arrivals(state);
+                arrivals += came;
+                first = first.min(first_lease.unwrap_or(NO_TIME));
+                in_flight += u64::from(state.in_flight());
                 if !cell.worker.is_alive() {
                     buffer.dead.push(DeadWorker {
                         pool: pool_index,
@@ -567,6 +715,7 @@ impl<W: Worker> ManagedPool for Pool<W> {
                 unstamped |= tick_stamps && cell.released_since_stamp(state);
                 buffer.workers.push(WorkerView {
                     id: cell.id,
+                    releases: state.releases(),
                     in_flight: state.in_flight(),
                     last_used: Duration::from_nanos(cell.last_used_nanos()),
                     spawned_at: cell.spawned_at,
@@ -576,11 +725,24 @@ impl<W: Worker> ManagedPool for Pool<W> {
             if unstamped {
                 stamp_released(&inner.shared, &entry.workers, &mut buffer.workers[start..]);
             }
+            let was_idle = entry.idle_at_tick.swap(in_flight == 0, Ordering::AcqRel);
+            let first_arrival = (was_idle && arrivals > 0).then(|| {
+                if first == NO_TIME {
+                    // Served at once by a ready worker under a clock that is not read on the
+                    // request path: seen now, at most one tick late.
+                    first = *now.get_or_insert_with(|| to_nanos(inner.shared.clock.now()));
+                }
+                Duration::from_nanos(first)
+            });
             buffer.keys.push(KeyView {
                 pool: pool_index,
                 key: Arc::clone(entry.key()),
+                id: entry.id,
                 workers: start..buffer.workers.len(),
                 starting: entry.starting,
+                waiting: 0,
+                arrivals,
+                first_arrival,
                 last_eviction: entry.last_eviction,
                 overrides: if entry.overrides == 0 {
                     0
@@ -591,12 +753,69 @@ impl<W: Worker> ManagedPool for Pool<W> {
         }
     }
 
-    fn evict(&self, key: &str, worker: WorkerId, reason: EvictionReason) -> Option<Eviction> {
-        Pool::evict(self, key, worker, reason)
+    fn evict(
+        &self,
+        key: &str,
+        worker: WorkerId,
+        reason: EvictionReason,
+        releases: Option<u64>,
+    ) -> Option<Eviction> {
+        self.remove(key, worker, reason, Removal::IfIdle(releases))
+    }
+
+    fn prewarm(&self, key: &str, workers: usize) -> usize {
+        let mut started = 0;
+        while started < workers {
+            let Some(reservation) = self.reserve(key) else {
+                break;
+            };
+            let pool = self.clone();
+            let spawned = std::thread::Builder::new()
+                .name("pool-prewarm".to_string())
+                .spawn(move || {
+                    // The new worker's first lease is dropped at once: it waits, idle, for
+                    // the requests the pre-warm expects.
+                    if let Ok(lease) = pool.spawn_into(reservation, true) {
+                        drop(lease);
+                    }
+                });
+            match spawned {
+                Ok(_) => started += 1,
+                Err(e) => {
+                    log::warn!(
+                        "pool {}: cannot start a pre-warm of `{key}`: {e}",
+                        self.name()
+                    );
+                    break;
+                }
+            }
+        }
+        started
+    }
+
+    fn ready_or_starting(&self, key: &str) -> usize {
+        self.inner
+            .map
+            .get(key)
+            .map_or(0, |e| e.workers.len() + e.starting)
+    }
+
+    fn cold_start_of(&self, key: &str) -> Duration {
+        let configured = self
+            .inner
+            .model_cold_starts
+            .iter()
+            .find(|(k, _)| &**k == key)
+            .map_or(self.inner.cold_start, |(_, d)| *d);
+        if configured.is_zero() {
+            Duration::from_nanos(self.inner.observed_load_nanos.load(Ordering::Relaxed))
+        } else {
+            configured
+        }
     }
 
     fn remove_dead(&self, key: &str, worker: WorkerId) -> Option<Eviction> {
-        self.remove(key, worker, EvictionReason::Dead, true)
+        self.remove(key, worker, EvictionReason::Dead, Removal::Dead)
     }
 
     fn accounted_bytes(&self) -> u64 {

@@ -36,6 +36,20 @@ pub struct TickReport {
     pub evictions: Vec<EvictionEvent>,
     /// Policies that panicked during it.
     pub policy_panics: usize,
+    /// Pre-warms that came due: started by the scheduler, or, with
+    /// [`crate::SchedulerBuilder::manual_prewarm`], for the caller to start.
+    pub prewarms: Vec<PrewarmStart>,
+}
+
+/// A pre-warm that came due at a tick: `spawns` more workers of `key` in pool `pool`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrewarmStart {
+    /// Index of the pool in registration order.
+    pub pool: usize,
+    /// The key.
+    pub key: Arc<str>,
+    /// Spawns to start (started, unless pre-warms are manual).
+    pub spawns: usize,
 }
 
 /// The scheduler's counters since it was built.

@@ -8,7 +8,7 @@
 
 mod event;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,14 +16,14 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{select, Receiver, Sender};
-use poolwarden_policies::{EvictionPolicy, Noop, Proposal, WorkerId};
+use poolwarden_policies::{EvictionPolicy, Noop, Prewarm, Proposal, WorkerId};
 
 use crate::clock::{Clock, TscClock};
 use crate::pool::{Eviction, ManagedPool, Pool, Worker};
 use crate::probe::{sane, MemoryProbe};
 use crate::snapshot_buffer::SnapshotBuffer;
 
-pub use event::{EvictionEvent, SchedulerStats, TickReport};
+pub use event::{EvictionEvent, PrewarmStart, SchedulerStats, TickReport};
 
 /// The name of the maintenance thread.
 pub const THREAD_NAME: &str = "pool-maintenance";
@@ -49,6 +49,13 @@ struct Core {
     buffer: SnapshotBuffer,
     proposals: Vec<Proposal>,
     applied: HashSet<(usize, WorkerId)>,
+    prewarms: Vec<Prewarm>,
+    /// Pre-warms not yet due, one per (pool, key): (workers wanted, when).
+    pending_prewarms: HashMap<(usize, Arc<str>), (usize, Duration)>,
+    /// Report due pre-warms instead of starting them.
+    manual_prewarm: bool,
+    /// The previous tick's time.
+    previous: Option<Duration>,
     subscribers: Vec<Sender<EvictionEvent>>,
     stats: SchedulerStats,
 }
@@ -72,9 +79,18 @@ pub struct SchedulerBuilder {
     tick: Duration,
     probe: Option<Box<dyn MemoryProbe>>,
     policy: Option<Box<dyn EvictionPolicy>>,
+    manual_prewarm: bool,
 }
 
 impl SchedulerBuilder {
+    /// Pre-warms that come due are not started by the scheduler but listed in
+    /// [`TickReport::prewarms`] for the caller to start (the simulator does, in virtual time).
+    /// Default: the scheduler starts them, off the maintenance thread.
+    pub fn manual_prewarm(mut self) -> Self {
+        self.manual_prewarm = true;
+        self
+    }
+
     /// How often the maintenance thread ticks. Default 1 s. Zero is raised to 1 ms.
     pub fn tick(mut self, tick: Duration) -> Self {
         self.tick = tick.max(Duration::from_millis(1));
@@ -112,6 +128,10 @@ impl SchedulerBuilder {
             buffer: SnapshotBuffer::default(),
             proposals: Vec::new(),
             applied: HashSet::new(),
+            prewarms: Vec::new(),
+            pending_prewarms: HashMap::new(),
+            manual_prewarm: self.manual_prewarm,
+            previous: None,
             subscribers: Vec::new(),
             stats: SchedulerStats::default(),
         };
@@ -136,6 +156,7 @@ impl Scheduler {
             tick: Duration::from_secs(1),
             probe: None,
             policy: None,
+            manual_prewarm: false,
         }
     }
 
@@ -286,16 +307,25 @@ impl Core {
         self.buffer.dead = dead;
 
         self.proposals.clear();
+        self.prewarms.clear();
+        let previous = self.previous.replace(now);
         for slot in &mut self.slots {
             if !slot.governed.iter().any(|g| *g) {
                 continue;
             }
-            let snapshot = self.buffer.view(now, memory, &slot.governed);
+            let snapshot = self.buffer.view(now, previous, memory, &slot.governed);
             let before = self.proposals.len();
+            let prewarms_before = self.prewarms.len();
             let policy = &mut slot.policy;
             let proposals = &mut self.proposals;
-            if catch_unwind(AssertUnwindSafe(|| policy.propose(&snapshot, proposals))).is_err() {
+            let prewarms = &mut self.prewarms;
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                policy.propose(&snapshot, proposals);
+                policy.prewarm(&snapshot, prewarms);
+            }));
+            if outcome.is_err() {
                 self.proposals.truncate(before);
+                self.prewarms.truncate(prewarms_before);
                 slot.panics += 1;
                 report.policy_panics += 1;
                 self.stats.policy_panics += 1;
@@ -329,11 +359,27 @@ impl Core {
             }
             let pool_index = key.pool;
             let pool = &self.pools[pool_index].pool;
-            if let Some(eviction) = pool.evict(&key.key, proposal.worker, proposal.reason.clone()) {
+            // The count the policy saw: a worker used since that snapshot stays.
+            let releases = proposal.releases.or_else(|| {
+                self.buffer.workers[key.workers.clone()]
+                    .iter()
+                    .find(|w| w.id == proposal.worker)
+                    .map(|w| w.releases)
+            });
+            let Some(releases) = releases else {
+                continue; // not a ready worker of that key in the snapshot
+            };
+            if let Some(eviction) = pool.evict(
+                &key.key,
+                proposal.worker,
+                proposal.reason.clone(),
+                Some(releases),
+            ) {
                 self.record(now, pool_index, eviction, &mut report);
             }
         }
         self.proposals = proposals;
+        self.start_due_prewarms(now, &mut report);
 
         self.stats.ticks += 1;
         self.stats.last_memory = memory;
@@ -355,6 +401,57 @@ impl Core {
             );
         }
         report
+    }
+
+    /// Records this tick's pre-warm proposals and starts (or reports) those that are due: a
+    /// pre-warm for time `at` is due once `now + load time >= at`.
+    fn start_due_prewarms(&mut self, now: Duration, report: &mut TickReport) {
+        for prewarm in self.prewarms.drain(..) {
+            if prewarm.pool >= self.pools.len() {
+                log::warn!(
+                    "{THREAD_NAME}: dropped a pre-warm for pool index {} that is not registered",
+                    prewarm.pool
+                );
+                continue;
+            }
+            let slot = (prewarm.pool, prewarm.key);
+            if prewarm.workers == 0 {
+                self.pending_prewarms.remove(&slot);
+            } else {
+                self.pending_prewarms
+                    .insert(slot, (prewarm.workers, prewarm.at));
+            }
+        }
+        if self.pending_prewarms.is_empty() {
+            return;
+        }
+        let pools = &self.pools;
+        let manual = self.manual_prewarm;
+        self.pending_prewarms
+            .retain(|(pool_index, key), (workers, at)| {
+                let pool = &pools[*pool_index].pool;
+                if now.saturating_add(pool.cold_start_of(key)) < *at {
+                    return true;
+                }
+                let missing = workers.saturating_sub(pool.ready_or_starting(key));
+                let spawns = if manual || missing == 0 {
+                    missing
+                } else {
+                    pool.prewarm(key, missing)
+                };
+                if spawns > 0 {
+                    log::debug!(
+                        "pool {}: pre-warm of `{key}`: {spawns} spawn(s) for {workers} worker(s)",
+                        pool.name()
+                    );
+                    report.prewarms.push(PrewarmStart {
+                        pool: *pool_index,
+                        key: Arc::clone(key),
+                        spawns,
+                    });
+                }
+                false
+            });
     }
 
     fn record(

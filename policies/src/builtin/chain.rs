@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use crate::policy::EvictionPolicy;
-use crate::proposal::Proposal;
+use crate::proposal::{Prewarm, Proposal};
 use crate::snapshot::{Snapshot, WorkerId};
 
 /// Runs each member in order and returns the union of their proposals, each worker at most
@@ -40,6 +40,12 @@ impl EvictionPolicy for ChainPolicy {
                     out.push(proposal);
                 }
             }
+        }
+    }
+
+    fn prewarm(&mut self, snapshot: &Snapshot<'_>, out: &mut Vec<Prewarm>) {
+        for member in &mut self.members {
+            member.prewarm(snapshot, out);
         }
     }
 

@@ -88,7 +88,7 @@ impl EvictionPolicy for GradualLru {
                 continue;
             }
             if let Some(victim) = idle_lru_first(snapshot, key).first() {
-                out.push(Proposal::new(index, victim.id, EvictionReason::Idle));
+                out.push(Proposal::evict(index, victim, EvictionReason::Idle));
             }
         }
     }

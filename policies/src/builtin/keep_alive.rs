@@ -60,7 +60,7 @@ impl EvictionPolicy for KeepAlive {
                 if removable == 0 || now < after(worker.last_used, ttl) {
                     break;
                 }
-                out.push(Proposal::new(index, worker.id, EvictionReason::KeepAlive));
+                out.push(Proposal::evict(index, worker, EvictionReason::KeepAlive));
                 removable -= 1;
             }
         }

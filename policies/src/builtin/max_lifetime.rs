@@ -79,7 +79,7 @@ impl EvictionPolicy for MaxLifetime {
                 if worker.is_idle()
                     && snapshot.now >= after(worker.spawned_at, self.lifetime_of(&key.key, worker))
                 {
-                    out.push(Proposal::new(index, worker.id, EvictionReason::MaxLifetime));
+                    out.push(Proposal::evict(index, worker, EvictionReason::MaxLifetime));
                 }
             }
         }

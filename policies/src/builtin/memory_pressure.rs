@@ -175,9 +175,9 @@ impl EvictionPolicy for MemoryPressure {
             if (projected as f64) <= target || proposed == self.config.max_per_tick {
                 break;
             }
-            out.push(Proposal::new(
+            out.push(Proposal::evict(
                 *key,
-                worker.id,
+                worker,
                 EvictionReason::MemoryPressure,
             ));
             projected = projected.saturating_sub(worker.memory_bytes);
