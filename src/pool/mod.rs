@@ -364,6 +364,23 @@ impl<W: Worker> Pool<W> {
         }
     }
 
+    /// For callers that queue requests themselves (the simulator): records that a request for
+    /// `key` arrived now and found no ready worker, so that policies see when it arrived (see
+    /// [`KeyView::first_arrival`]). The key must be known to the pool (a worker, or a
+    /// reservation from [`Pool::reserve`]); otherwise this does nothing. The request is counted
+    /// in [`KeyView::arrivals`] when it is served (its lease), or by
+    /// [`Pool::record_abandoned`] if it gives up.
+    pub fn record_arrival(&self, key: &str) {
+        let now = to_nanos(self.inner.shared.clock.now());
+        self.note_slow_arrival(key, now, false);
+    }
+
+    /// For callers that queue requests themselves: records that a request for `key` gave up
+    /// without a lease (timed out, rejected), so that it still counts as an arrival.
+    pub fn record_abandoned(&self, key: &str) {
+        self.note_slow_arrival(key, NO_TIME, true);
+    }
+
     /// Records a request that found no ready worker: when it arrived, and whether it gave up
     /// (then no worker's state word will count it).
     fn note_slow_arrival(&self, key: &str, arrived: u64, gave_up: bool) {
