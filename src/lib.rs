@@ -23,6 +23,7 @@ pub mod probe;
 pub mod scheduler;
 pub mod sim;
 mod snapshot_buffer;
+mod sync;
 
 pub use poolwarden_policies as policies;
 pub use poolwarden_policies::{

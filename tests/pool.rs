@@ -286,5 +286,12 @@ fn eviction_shuts_each_worker_down_exactly_once() {
     let id = pool.acquire("m").unwrap().worker_id();
     pool.evict("m", id, EvictionReason::Manual).unwrap();
     pool.evict("m", id, EvictionReason::Manual);
+    // Shutdowns run on the pool's reaper thread, off the evicting thread.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while shutdowns.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    drop(pool); // the last handle: nothing left to shut down
+    std::thread::sleep(Duration::from_millis(50));
     assert_eq!(shutdowns.load(Ordering::SeqCst), 1);
 }

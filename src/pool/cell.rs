@@ -15,28 +15,63 @@
 //! requests that arrived in between, including those that came and went: the releases since,
 //! plus the change in the in-flight count.
 //!
+//! The flags tell a release to take the slow path: `KEY_WAITERS` (requests of this key are
+//! queued: hand this capacity to the oldest), `BUDGET_WAITERS` (a spawn on this worker's memory
+//! budget waits for memory: this worker may now be a victim), and `DRAINING` (the worker has
+//! left the pool: the last release shuts it down). A waiter sets `KEY_WAITERS` on every worker of
+//! its key with a read-modify-write *before* it looks for capacity one last time, and a release
+//! learns the flags from the value its own `fetch_add` returns. Both touch the same word, so one
+//! of them always sees the other: either the waiter finds the capacity the release freed, or
+//! the release finds the flag and hands the capacity over. No fence and no second location are
+//! involved, so there is no store-buffering window for a wake-up to be lost in (this is what
+//! `tests/loom.rs` model-checks).
+//!
 //! `last_used` is stamped one of two ways (see [`crate::Clock::stamps_every_release`]): by every
 //! release with the clock's exact time, or by the tick, which compares the release count with
 //! the one it saw last and stamps a worker released since with a time read after that look.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use poolwarden_policies::WorkerId;
 
 use super::shared::PoolShared;
+use super::worker::Worker;
+use super::PoolInner;
 use crate::clock::to_nanos;
+use crate::sync::{AtomicBool, AtomicU64, Ordering};
 
 /// Most requests a worker can have in flight (the width of the in-flight field).
 pub(crate) const MAX_IN_FLIGHT: u32 = (1 << 24) - 1;
 const IN_FLIGHT_MASK: u64 = MAX_IN_FLIGHT as u64;
 const DRAINING: u64 = 1 << 24;
+/// Requests of this worker's key are waiting: a release hands its capacity over.
+pub(crate) const KEY_WAITERS: u64 = 1 << 25;
+/// A spawn on this worker's memory budget waits for room: a release that leaves the worker idle
+/// tells the budget.
+pub(crate) const BUDGET_WAITERS: u64 = 1 << 26;
+/// The flags that send a release down the slow path.
+const SLOW: u64 = DRAINING | KEY_WAITERS | BUDGET_WAITERS;
 const RELEASE_SHIFT: u32 = 28;
 /// The fields that say what the worker did: in flight and releases (not the flags).
 const WORK_MASK: u64 = !(((1 << RELEASE_SHIFT) - 1) ^ IN_FLIGHT_MASK);
 /// No time recorded (a real time of `u64::MAX` ns is 584 years away).
 const NO_TIME: u64 = u64::MAX;
+
+/// The ordering that publishes a tick stamp: whoever reads the stamped release count must also
+/// see the `last_used` that covers it. `--cfg poolwarden_weaken_stamp` weakens it, for the check
+/// that the model checker catches such a mutation (`tests/loom.rs`).
+const STAMP_PUBLISH: Ordering = if cfg!(poolwarden_weaken_stamp) {
+    Ordering::Relaxed
+} else {
+    Ordering::Release
+};
+/// Its counterpart when reading the stamped count.
+const STAMP_OBSERVE: Ordering = if cfg!(poolwarden_weaken_stamp) {
+    Ordering::Relaxed
+} else {
+    Ordering::Acquire
+};
 /// Added by a release: one more release, one less in flight. The in-flight count of a worker
 /// being released is at least 1, so the subtraction never borrows from `DRAINING`; the release
 /// count's carry out of bit 63 is dropped, so the count wraps without touching the other fields.
@@ -57,6 +92,19 @@ impl CellState {
     #[inline]
     pub(crate) fn draining(self) -> bool {
         self.0 & DRAINING != 0
+    }
+
+    /// Whether requests of the worker's key were waiting (`KEY_WAITERS`).
+    #[inline]
+    pub(crate) fn key_waiters(self) -> bool {
+        self.0 & KEY_WAITERS != 0
+    }
+
+    /// Whether a spawn on the worker's budget was waiting for memory (`BUDGET_WAITERS`).
+    #[allow(dead_code)] // admission
+    #[inline]
+    pub(crate) fn budget_waiters(self) -> bool {
+        self.0 & BUDGET_WAITERS != 0
     }
 
     /// Releases so far, modulo 2^36. A tick tells a released worker by a count that differs
@@ -80,7 +128,7 @@ impl CellState {
 /// A worker and its bookkeeping. `repr(C)` keeps the fields a lease and a tick touch at the
 /// front, next to the `Arc` counts, so that they share as few cache lines as possible.
 #[repr(C)]
-pub(crate) struct WorkerCell<W> {
+pub(crate) struct WorkerCell<W: Worker> {
     state: AtomicU64,
     last_used_nanos: AtomicU64,
     /// The release count when a tick last stamped `last_used` (tick stamping only).
@@ -92,37 +140,53 @@ pub(crate) struct WorkerCell<W> {
     /// (`NO_TIME` if none did).
     first_lease_nanos: AtomicU64,
     pub(crate) id: WorkerId,
+    /// The spawn ticket it came from: a waiter that queued before it was spawned is served
+    /// cold by it.
+    pub(crate) spawn_seq: u64,
     pub(crate) memory_bytes: u64,
     pub(crate) spawned_at: Duration,
     pub(crate) shared: Arc<PoolShared>,
+    /// The pool, for the slow path of a release (gone once every handle of the pool is).
+    pub(crate) owner: Weak<PoolInner<W>>,
+    /// Whether `Worker::shutdown` was handed out (exactly once).
+    shut_down: AtomicBool,
     pub(crate) key: Arc<str>,
     pub(crate) worker: W,
 }
 
-impl<W> WorkerCell<W> {
-    /// A ready worker, already leased once to the caller that spawned it.
-    pub(crate) fn new_leased(
+impl<W: Worker> WorkerCell<W> {
+    /// A ready worker with `in_flight` requests already leased (1 for a caller that spawned it
+    /// for itself, 0 for one that joins the waiting room's hand-off) and `flags` set.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
         id: WorkerId,
         key: Arc<str>,
         worker: W,
         memory_bytes: u64,
         shared: Arc<PoolShared>,
+        owner: Weak<PoolInner<W>>,
+        in_flight: u32,
+        spawn_seq: u64,
+        flags: u64,
     ) -> Self {
         let now = shared.clock.now();
         WorkerCell {
-            state: AtomicU64::new(1),
+            state: AtomicU64::new(u64::from(in_flight) | flags),
             last_used_nanos: AtomicU64::new(to_nanos(now)),
             stamped_releases: AtomicU64::new(0),
             tick_seen: AtomicU64::new(0),
-            first_lease_nanos: AtomicU64::new(if shared.stamps_every_release {
+            first_lease_nanos: AtomicU64::new(if shared.stamps_every_release && in_flight > 0 {
                 to_nanos(now)
             } else {
                 NO_TIME
             }),
             id,
+            spawn_seq,
             memory_bytes,
             spawned_at: now,
             shared,
+            owner,
+            shut_down: AtomicBool::new(false),
             key,
             worker,
         }
@@ -206,23 +270,61 @@ impl<W> WorkerCell<W> {
     }
 
     /// Ends a lease: in-flight - 1 and release count + 1, after stamping `last_used` when the
-    /// pool stamps every release.
+    /// pool stamps every release. One `fetch_add`; the flags in the word it returns say whether
+    /// anything else is owed (a waiter to hand the capacity to, a budget to tell, a shutdown).
     #[inline]
-    pub(crate) fn release(&self) {
-        let shared = &*self.shared;
+    pub(crate) fn release(this: &Arc<Self>) {
+        let shared = &*this.shared;
         if shared.stamps_every_release {
             // `fetch_max`: with several requests in flight, two releases may stamp out of order.
             let now = to_nanos(shared.clock.now());
-            self.last_used_nanos.fetch_max(now, Ordering::AcqRel);
+            this.last_used_nanos.fetch_max(now, Ordering::AcqRel);
         }
-        self.state.fetch_add(RELEASE, Ordering::AcqRel);
-        shared.wake_waiters();
+        let before = this.state.fetch_add(RELEASE, Ordering::AcqRel);
+        if before & SLOW != 0 {
+            Self::release_slow(this, CellState(before));
+        }
+    }
+
+    #[cold]
+    fn release_slow(this: &Arc<Self>, before: CellState) {
+        if before.draining() {
+            if before.in_flight() == 1 {
+                Self::finish_drain(this);
+            }
+            return;
+        }
+        if let Some(pool) = this.owner.upgrade() {
+            pool.after_release(this, before);
+        }
+    }
+
+    /// Hands `Worker::shutdown` to the pool's reaper, exactly once, for a draining worker with
+    /// nothing in flight.
+    pub(crate) fn finish_drain(this: &Arc<Self>) {
+        if this.shut_down.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let cell = Arc::clone(this);
+        this.shared
+            .reaper
+            .submit(Box::new(move || cell.worker.shutdown()));
+    }
+
+    /// Sets `flag` (`KEY_WAITERS` or `BUDGET_WAITERS`) on the word; returns the word before.
+    pub(crate) fn set_flag(&self, flag: u64) -> CellState {
+        CellState(self.state.fetch_or(flag, Ordering::AcqRel))
+    }
+
+    /// Clears `flag` on the word.
+    pub(crate) fn clear_flag(&self, flag: u64) {
+        self.state.fetch_and(!flag, Ordering::AcqRel);
     }
 
     /// Whether a release happened after the last tick stamp, given `state` read just now.
     #[inline]
     pub(crate) fn released_since_stamp(&self, state: CellState) -> bool {
-        self.stamped_releases.load(Ordering::Acquire) != state.releases()
+        self.stamped_releases.load(STAMP_OBSERVE) != state.releases()
     }
 
     /// Tick stamping: records that every release counted in `state` ended by `at` (a time read
@@ -230,8 +332,7 @@ impl<W> WorkerCell<W> {
     pub(crate) fn stamp(&self, state: CellState, at: u64) -> u64 {
         let previous = self.last_used_nanos.fetch_max(at, Ordering::AcqRel);
         // After the stamp: whoever sees this count also sees a `last_used` that covers it.
-        self.stamped_releases
-            .store(state.releases(), Ordering::Release);
+        self.stamped_releases.store(state.releases(), STAMP_PUBLISH);
         previous.max(at)
     }
 
@@ -262,9 +363,13 @@ impl<W> WorkerCell<W> {
         }
     }
 
-    /// Draining whatever its load (used for dead workers); no new lease can reach it.
-    pub(crate) fn force_drain(&self) {
-        self.state.fetch_or(DRAINING, Ordering::AcqRel);
+    /// Draining whatever its load (a dead worker, a closing pool): no new lease can reach it,
+    /// and it is shut down once nothing is in flight (now, or by the last release).
+    pub(crate) fn force_drain(this: &Arc<Self>) {
+        let before = CellState(this.state.fetch_or(DRAINING, Ordering::AcqRel));
+        if !before.draining() && before.in_flight() == 0 {
+            Self::finish_drain(this);
+        }
     }
 }
 
@@ -272,23 +377,43 @@ impl<W> WorkerCell<W> {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
+    use crate::pool::reaper::Reaper;
 
-    fn cell() -> WorkerCell<()> {
-        let shared = Arc::new(PoolShared::new(Arc::new(ManualClock::new())));
-        WorkerCell::new_leased(WorkerId(1), Arc::from("k"), (), 1, shared)
+    struct Unit;
+
+    impl Worker for Unit {
+        fn memory_bytes(&self) -> u64 {
+            1
+        }
+    }
+
+    fn cell() -> Arc<WorkerCell<Unit>> {
+        let reaper = Reaper::new("test".into(), true);
+        let shared = Arc::new(PoolShared::new(Arc::new(ManualClock::new()), reaper));
+        Arc::new(WorkerCell::new(
+            WorkerId(1),
+            Arc::from("k"),
+            Unit,
+            1,
+            shared,
+            Weak::new(),
+            1,
+            0,
+            0,
+        ))
     }
 
     #[test]
     fn a_release_counts_itself_and_ends_one_request() {
         let cell = cell();
         assert!(cell.try_lease(2));
-        cell.release();
+        WorkerCell::release(&cell);
         let state = cell.state();
         assert_eq!(
             (state.in_flight(), state.draining(), state.releases()),
             (1, false, 1)
         );
-        cell.release();
+        WorkerCell::release(&cell);
         assert_eq!(cell.state().releases(), 2);
         assert_eq!(cell.state().in_flight(), 0);
     }
@@ -299,14 +424,14 @@ mod tests {
         let top = u64::MAX >> RELEASE_SHIFT;
         cell.state
             .store((top << RELEASE_SHIFT) | DRAINING | 2, Ordering::SeqCst);
-        cell.release();
+        WorkerCell::release(&cell);
         let state = cell.state();
         assert_eq!(
             (state.in_flight(), state.draining(), state.releases()),
             (1, true, 0)
         );
         cell.state.store(top << RELEASE_SHIFT | 1, Ordering::SeqCst);
-        cell.release();
+        WorkerCell::release(&cell);
         let state = cell.state();
         assert_eq!(
             (state.in_flight(), state.draining(), state.releases()),
@@ -318,7 +443,7 @@ mod tests {
     fn drain_needs_an_idle_worker_whatever_its_release_count() {
         let cell = cell();
         assert!(!cell.try_begin_drain(None), "busy: leased to its spawner");
-        cell.release();
+        WorkerCell::release(&cell);
         assert!(cell.try_begin_drain(None));
         assert!(!cell.try_lease(1), "no lease reaches a draining worker");
         assert!(!cell.try_begin_drain(None), "already draining");
@@ -327,10 +452,10 @@ mod tests {
     #[test]
     fn drain_from_a_stale_release_count_fails() {
         let cell = cell();
-        cell.release();
+        WorkerCell::release(&cell);
         let seen = cell.state().releases();
         assert!(cell.try_lease(1));
-        cell.release(); // a request came and went after the look
+        WorkerCell::release(&cell); // a request came and went after the look
         assert!(!cell.try_begin_drain(Some(seen)), "used since the snapshot");
         assert!(cell.try_begin_drain(Some(seen + 1)));
     }
@@ -340,10 +465,10 @@ mod tests {
         let cell = cell(); // spawned for one request, still in flight
         let (arrivals, _) = cell.take_arrivals(cell.state());
         assert_eq!(arrivals, 1);
-        cell.release();
+        WorkerCell::release(&cell);
         for _ in 0..3 {
             assert!(cell.try_lease(2));
-            cell.release();
+            WorkerCell::release(&cell);
         }
         assert!(cell.try_lease(2));
         assert_eq!(
@@ -358,7 +483,7 @@ mod tests {
             Some(0),
             "exact clock: the first lease that found it idle"
         );
-        cell.release();
+        WorkerCell::release(&cell);
         let (arrivals, first) = cell.take_arrivals(cell.state());
         assert_eq!(
             (arrivals, first),
@@ -370,7 +495,7 @@ mod tests {
     #[test]
     fn a_stamp_covers_the_releases_it_saw_and_never_moves_back() {
         let cell = cell();
-        cell.release();
+        WorkerCell::release(&cell);
         let seen = cell.state();
         assert!(cell.released_since_stamp(seen));
         assert_eq!(cell.stamp(seen, 50), 50);
@@ -378,7 +503,7 @@ mod tests {
         assert_eq!(cell.last_used_nanos(), 50);
         // A release after the look is not covered by that stamp.
         assert!(cell.try_lease(1));
-        cell.release();
+        WorkerCell::release(&cell);
         assert!(cell.released_since_stamp(cell.state()));
         assert_eq!(cell.stamp(cell.state(), 40), 50, "stamps only move forward");
     }

@@ -30,4 +30,19 @@ pub enum AcquireError {
         /// How long the caller waited.
         waited: Duration,
     },
+    /// The load this request called for took longer than the pool's `spawn_timeout`; it counts
+    /// as a failed spawn.
+    #[error("loading a worker for `{key}` took longer than the spawn timeout ({after:?})")]
+    SpawnTimeout {
+        /// The key.
+        key: String,
+        /// The pool's `spawn_timeout`.
+        after: Duration,
+    },
+    /// The pool was closed ([`crate::Pool::close`]) or dropped.
+    #[error("pool `{pool}` is closed")]
+    Closed {
+        /// The pool.
+        pool: String,
+    },
 }

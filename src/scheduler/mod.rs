@@ -11,11 +11,11 @@ mod event;
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{select, Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender};
 use poolwarden_policies::{EvictionPolicy, Noop, Prewarm, Proposal, WorkerId};
 
 use crate::clock::{Clock, TscClock};
@@ -60,8 +60,11 @@ struct Core {
     stats: SchedulerStats,
 }
 
+/// The stop signal of the maintenance thread: set, then notified.
+type StopSignal = Arc<(Mutex<bool>, Condvar)>;
+
 struct Running {
-    shutdown: Sender<()>,
+    stop: StopSignal,
     thread: JoinHandle<()>,
 }
 
@@ -70,6 +73,7 @@ pub struct Scheduler {
     core: Arc<Mutex<Core>>,
     clock: Arc<dyn Clock>,
     tick: Duration,
+    shutdown_wait: Duration,
     running: Mutex<Option<Running>>,
 }
 
@@ -80,9 +84,18 @@ pub struct SchedulerBuilder {
     probe: Option<Box<dyn MemoryProbe>>,
     policy: Option<Box<dyn EvictionPolicy>>,
     manual_prewarm: bool,
+    shutdown_wait: Duration,
 }
 
 impl SchedulerBuilder {
+    /// How long [`Scheduler::stop`] waits for worker shutdowns still in progress (evicted
+    /// workers are shut down off the tick, on each pool's reaper thread). Default 2 s; a
+    /// shutdown that takes longer goes on in the background.
+    pub fn shutdown_wait(mut self, wait: Duration) -> Self {
+        self.shutdown_wait = wait;
+        self
+    }
+
     /// Pre-warms that come due are not started by the scheduler but listed in
     /// [`TickReport::prewarms`] for the caller to start (the simulator does, in virtual time).
     /// Default: the scheduler starts them, off the maintenance thread.
@@ -139,6 +152,7 @@ impl SchedulerBuilder {
             core: Arc::new(Mutex::new(core)),
             clock: self.clock.unwrap_or_else(|| Arc::new(TscClock::default())),
             tick: self.tick,
+            shutdown_wait: self.shutdown_wait,
             running: Mutex::new(None),
         }
     }
@@ -157,6 +171,7 @@ impl Scheduler {
             probe: None,
             policy: None,
             manual_prewarm: false,
+            shutdown_wait: Duration::from_secs(2),
         }
     }
 
@@ -227,26 +242,48 @@ impl Scheduler {
         if running.is_some() {
             return Ok(());
         }
-        let (shutdown, stop) = crossbeam_channel::bounded::<()>(1);
+        let stop: StopSignal = Arc::new((Mutex::new(false), Condvar::new()));
+        let signal = Arc::clone(&stop);
         let core = Arc::clone(&self.core);
         let clock = Arc::clone(&self.clock);
         let interval = self.tick;
         let thread = std::thread::Builder::new()
             .name(THREAD_NAME.to_string())
             .spawn(move || {
-                let ticker = crossbeam_channel::tick(interval);
+                let (stopped, changed) = &*signal;
+                let mut next = Instant::now() + interval;
                 loop {
-                    select! {
-                        recv(ticker) -> _ => {
-                            let now = clock.now();
-                            lock(&core).tick(now);
+                    let mut guard = lock(stopped);
+                    loop {
+                        if *guard {
+                            log::debug!("{THREAD_NAME}: stopped");
+                            return;
                         }
-                        recv(stop) -> _ => break,
+                        let now = Instant::now();
+                        if now >= next {
+                            break;
+                        }
+                        guard = changed
+                            .wait_timeout(guard, next - now)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
+                    }
+                    drop(guard);
+                    let now = clock.now();
+                    lock(&core).tick(now);
+                    // A tick that overran skips the ticks it missed rather than bunching them.
+                    next += interval;
+                    let now = Instant::now();
+                    if next < now {
+                        next = now + interval;
                     }
                 }
-                log::debug!("{THREAD_NAME}: stopped");
             })?;
-        *running = Some(Running { shutdown, thread });
+        log::info!(
+            "{THREAD_NAME}: started, ticking every {}",
+            poolwarden_policies::format_duration(interval)
+        );
+        *running = Some(Running { stop, thread });
         Ok(())
     }
 
@@ -255,16 +292,37 @@ impl Scheduler {
         lock(&self.running).is_some()
     }
 
-    /// Stops the maintenance thread and joins it. Returns promptly whatever the tick interval:
-    /// the thread waits on its ticker and a shutdown channel together, never in a sleep.
+    /// Stops the maintenance thread and joins it, then waits for worker shutdowns still in
+    /// progress, at most [`SchedulerBuilder::shutdown_wait`] (default 2 s). The thread waits on a
+    /// condition variable, never in a sleep, and no tick waits on a worker's shutdown, so `stop`
+    /// returns within the tick in progress (if any) plus that bound, whatever the tick interval.
     pub fn stop(&self) {
         let running = lock(&self.running).take();
-        if let Some(Running { shutdown, thread }) = running {
-            let _ = shutdown.send(());
-            if thread.join().is_err() {
-                log::error!("{THREAD_NAME}: the maintenance thread panicked");
+        let Some(Running { stop, thread }) = running else {
+            return;
+        };
+        *lock(&stop.0) = true;
+        stop.1.notify_all();
+        if thread.join().is_err() {
+            log::error!("{THREAD_NAME}: the maintenance thread panicked");
+        }
+        let pools: Vec<Arc<dyn ManagedPool>> = lock(&self.core)
+            .pools
+            .iter()
+            .map(|r| Arc::clone(&r.pool))
+            .collect();
+        let deadline = Instant::now() + self.shutdown_wait;
+        for pool in pools {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !pool.wait_shutdowns(left) {
+                log::warn!(
+                    "{THREAD_NAME}: pool {}: worker shutdowns still running after {:?}; they go on in the background",
+                    pool.name(),
+                    self.shutdown_wait
+                );
             }
         }
+        log::info!("{THREAD_NAME}: stopped");
     }
 }
 
@@ -380,6 +438,9 @@ impl Core {
         }
         self.proposals = proposals;
         self.start_due_prewarms(now, &mut report);
+        for registered in &self.pools {
+            registered.pool.end_tick();
+        }
 
         self.stats.ticks += 1;
         self.stats.last_memory = memory;
@@ -463,11 +524,15 @@ impl Core {
     ) {
         let pool = &self.pools[pool_index].pool;
         log::info!(
-            "pool {}: evicted worker {} of `{}` ({}), {} left",
+            "pool {}: evicted worker {} of `{}` ({}) after {} idle, {} freed, {} left",
             pool.name(),
             eviction.worker,
             eviction.key,
             eviction.reason,
+            poolwarden_policies::format_duration(Duration::from_millis(
+                eviction.idle_for.as_millis() as u64
+            )),
+            poolwarden_policies::ByteSize(eviction.freed_bytes),
             eviction.workers_left
         );
         *self

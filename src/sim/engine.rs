@@ -252,6 +252,7 @@ impl<'a> Engine<'a> {
                 })
             })
             .clock(clock.clone())
+            .inline_shutdown()
             .max_workers_per_model(pool_config.max_workers_per_model)
             .max_in_flight_per_worker(pool_config.max_in_flight_per_worker);
             for (key, model) in &pool_config.models {

@@ -1,0 +1,161 @@
+//! [`Pool::acquire_async`]: a request that waits in its key's queue without blocking a thread.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use super::error::AcquireError;
+use super::inner::Enqueued;
+use super::lease::Lease;
+use super::load::LoadTask;
+use super::waiter::{Outcome, Waiter, Wake};
+use super::worker::Worker;
+use super::Pool;
+
+enum State<W: Worker> {
+    Start,
+    Waiting {
+        waiter: Arc<Waiter<W>>,
+        deadline: Option<Instant>,
+        timer: Option<u64>,
+        /// An async load this request started and drives while it waits.
+        load: Option<LoadTask<W>>,
+    },
+    Done,
+}
+
+/// The future of [`Pool::acquire_async`]: a lease for one request, or why there is none.
+///
+/// It is `Send`, needs no particular runtime, and can be dropped at any point (a timeout, a
+/// `select!`, a cancelled task) without losing anything: see [`Pool::acquire_async`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct Acquire<'a, W: Worker> {
+    pool: &'a Pool<W>,
+    key: &'a str,
+    state: State<W>,
+}
+
+impl<'a, W: Worker> Acquire<'a, W> {
+    pub(crate) fn new(pool: &'a Pool<W>, key: &'a str) -> Self {
+        Acquire {
+            pool,
+            key,
+            state: State::Start,
+        }
+    }
+
+    /// Forgets the timer and hands an unfinished load over; the request is over.
+    fn wind_up(&mut self) {
+        let inner = &self.pool.inner;
+        if let State::Waiting { timer, load, .. } = std::mem::replace(&mut self.state, State::Done)
+        {
+            if let Some(id) = timer {
+                inner.timer.cancel(id);
+            }
+            if let Some(task) = load {
+                task.detach(&inner.thread_name("load"), inner.spawner.as_ref());
+            }
+        }
+    }
+}
+
+fn settle<W: Worker>(outcome: Outcome<W>) -> Result<Lease<W>, AcquireError> {
+    match outcome {
+        Outcome::Granted { lease, .. } => Ok(lease),
+        Outcome::Failed(error) => Err(error),
+    }
+}
+
+impl<W: Worker> Future for Acquire<'_, W> {
+    type Output = Result<Lease<W>, AcquireError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let inner = &this.pool.inner;
+        loop {
+            match &mut this.state {
+                State::Start => {
+                    if let Some(lease) = this.pool.try_acquire(this.key) {
+                        this.state = State::Done;
+                        return Poll::Ready(Ok(lease));
+                    }
+                    let deadline = Instant::now().checked_add(inner.acquire_timeout());
+                    match inner.enqueue(this.key, Wake::Task(cx.waker().clone())) {
+                        Err(error) => {
+                            this.state = State::Done;
+                            return Poll::Ready(Err(error));
+                        }
+                        Ok(Enqueued::Served(lease)) => {
+                            this.state = State::Done;
+                            return Poll::Ready(Ok(lease));
+                        }
+                        Ok(Enqueued::Waiting { waiter, tickets }) => {
+                            let load = if tickets.is_empty() {
+                                None
+                            } else {
+                                inner.start_loads(&Arc::from(this.key), &tickets, true)
+                            };
+                            let timer = deadline.map(|d| inner.timer.schedule(d, cx.waker()));
+                            this.state = State::Waiting {
+                                waiter,
+                                deadline,
+                                timer,
+                                load,
+                            };
+                        }
+                    }
+                }
+                State::Waiting {
+                    waiter,
+                    deadline,
+                    timer,
+                    load,
+                } => {
+                    if let Some(task) = load {
+                        if task.poll(cx).is_ready() {
+                            *load = None;
+                        }
+                    }
+                    if let Some(outcome) = waiter.take() {
+                        this.wind_up();
+                        return Poll::Ready(settle(outcome));
+                    }
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        let waiter = Arc::clone(waiter);
+                        let outcome = inner.give_up(this.key, &waiter, true);
+                        this.wind_up();
+                        return Poll::Ready(match outcome {
+                            Some(outcome) => settle(outcome),
+                            None => Err(AcquireError::Timeout {
+                                key: this.key.to_string(),
+                                waited: inner.acquire_timeout(),
+                            }),
+                        });
+                    }
+                    waiter.update_waker(cx.waker());
+                    if let Some(id) = timer {
+                        inner.timer.update(*id, cx.waker());
+                    }
+                    // A grant between `take` and `update_waker` woke the previous waker, which
+                    // belongs to this same task: it is polled again.
+                    return Poll::Pending;
+                }
+                State::Done => panic!("`Acquire` polled after it completed"),
+            }
+        }
+    }
+}
+
+impl<W: Worker> Drop for Acquire<'_, W> {
+    fn drop(&mut self) {
+        if let State::Waiting { waiter, .. } = &self.state {
+            let waiter = Arc::clone(waiter);
+            // Out of the queue first: nothing can be granted to it after this. A lease granted
+            // just before is dropped here, which hands it to the next waiter.
+            drop(self.pool.inner.give_up(self.key, &waiter, false));
+        }
+        self.wind_up();
+    }
+}

@@ -1,0 +1,194 @@
+//! Where workers are shut down: off the tick and off the request path.
+//!
+//! `Worker::shutdown` can take seconds (freeing a GPU, joining a thread). The pool hands each
+//! shutdown to its reaper, which runs it on a background thread named `{pool}-reaper`; a
+//! shutdown that is still running when another arrives gets a thread of its own, so one slow
+//! shutdown never delays the next. Threads exit after a second with nothing to do. A pool built
+//! with [`crate::PoolBuilder::inline_shutdown`] runs shutdowns on the evicting thread instead
+//! (for workers whose shutdown is instant, like the simulator's).
+
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// A shutdown to run.
+pub(crate) type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// How long an idle reaper thread waits for work before it exits.
+const IDLE_EXIT: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+struct State {
+    jobs: VecDeque<Job>,
+    /// Threads waiting for a job.
+    idle: usize,
+    /// Jobs running now.
+    running: usize,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Signals new jobs (to idle threads) and finished jobs (to `wait_idle`).
+    changed: Condvar,
+}
+
+/// Runs shutdowns in the background (or inline).
+pub(crate) struct Reaper {
+    name: String,
+    inline: bool,
+    shared: Arc<Shared>,
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn run(job: Job, name: &str) {
+    if catch_unwind(AssertUnwindSafe(job)).is_err() {
+        log::error!("{name}: a worker's shutdown panicked");
+    }
+}
+
+impl Reaper {
+    /// A reaper whose threads are named `name`; `inline` runs every job on the caller's thread.
+    pub(crate) fn new(name: String, inline: bool) -> Self {
+        Reaper {
+            name,
+            inline,
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                changed: Condvar::new(),
+            }),
+        }
+    }
+
+    /// Runs `job` soon, on a reaper thread (or now, inline).
+    pub(crate) fn submit(&self, job: Job) {
+        if self.inline {
+            run(job, &self.name);
+            return;
+        }
+        let mut state = lock(&self.shared.state);
+        state.jobs.push_back(job);
+        if state.idle >= state.jobs.len() {
+            drop(state);
+            self.shared.changed.notify_all();
+            return;
+        }
+        drop(state);
+        let shared = Arc::clone(&self.shared);
+        let name = self.name.clone();
+        let spawned = std::thread::Builder::new()
+            .name(self.name.clone())
+            .spawn(move || work(&shared, &name));
+        if let Err(e) = spawned {
+            log::error!(
+                "{}: cannot start a thread ({e}); shutting down inline",
+                self.name
+            );
+            let job = lock(&self.shared.state).jobs.pop_back();
+            if let Some(job) = job {
+                run(job, &self.name);
+            }
+        }
+    }
+
+    /// Waits until no shutdown is queued or running, at most `timeout` (`None`: no limit).
+    /// Returns whether it got there.
+    pub(crate) fn wait_idle(&self, timeout: Option<Duration>) -> bool {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut state = lock(&self.shared.state);
+        while !state.jobs.is_empty() || state.running > 0 {
+            let wait = match deadline {
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return false;
+                    }
+                    deadline - now
+                }
+                None => Duration::from_secs(1),
+            };
+            state = self
+                .shared
+                .changed
+                .wait_timeout(state, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+
+    /// Shutdowns queued or running.
+    #[cfg(test)]
+    pub(crate) fn pending(&self) -> usize {
+        let state = lock(&self.shared.state);
+        state.jobs.len() + state.running
+    }
+}
+
+fn work(shared: &Shared, name: &str) {
+    let mut state = lock(&shared.state);
+    loop {
+        if let Some(job) = state.jobs.pop_front() {
+            state.running += 1;
+            drop(state);
+            run(job, name);
+            state = lock(&shared.state);
+            state.running -= 1;
+            shared.changed.notify_all();
+            continue;
+        }
+        state.idle += 1;
+        let (next, timeout) = shared
+            .changed
+            .wait_timeout(state, IDLE_EXIT)
+            .unwrap_or_else(|e| e.into_inner());
+        state = next;
+        state.idle -= 1;
+        if timeout.timed_out() && state.jobs.is_empty() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn a_slow_shutdown_does_not_hold_up_the_next() {
+        let reaper = Reaper::new("test-reaper".into(), false);
+        let done = Arc::new(AtomicUsize::new(0));
+        let start = Instant::now();
+        reaper.submit(Box::new(|| std::thread::sleep(Duration::from_millis(800))));
+        let d = done.clone();
+        reaper.submit(Box::new(move || {
+            d.fetch_add(1, Ordering::SeqCst);
+        }));
+        while done.load(Ordering::SeqCst) == 0 {
+            assert!(
+                start.elapsed() < Duration::from_millis(700),
+                "waited for the slow one"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(!reaper.wait_idle(Some(Duration::from_millis(1))));
+        assert!(reaper.wait_idle(Some(Duration::from_secs(30))));
+        assert_eq!(reaper.pending(), 0);
+    }
+
+    #[test]
+    fn inline_runs_on_the_caller() {
+        let reaper = Reaper::new("inline".into(), true);
+        let caller = std::thread::current().id();
+        let ran_on = Arc::new(Mutex::new(None));
+        let r = ran_on.clone();
+        reaper.submit(Box::new(move || {
+            *r.lock().unwrap() = Some(std::thread::current().id());
+        }));
+        assert_eq!(*ran_on.lock().unwrap(), Some(caller));
+    }
+}
