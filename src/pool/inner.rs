@@ -361,17 +361,15 @@ impl<W: Worker> PoolInner<W> {
         if let Some(note) = failure_note {
             log::warn!("pool {}: loading `{key}` failed: {note}", self.name);
         }
-        if let Some(result) = result {
+        if let Some(Ok(Ok(worker))) = result {
             // Nobody wants this worker any more: shut it down.
-            if let Ok(Ok(worker)) = result {
-                log::warn!(
-                    "pool {}: a load of `{key}` finished after its spawn timed out or the pool closed; shutting the worker down",
-                    self.name
-                );
-                self.shared
-                    .reaper
-                    .submit(Box::new(move || worker.shutdown()));
-            }
+            log::warn!(
+                "pool {}: a load of `{key}` finished after its spawn timed out or the pool closed; shutting the worker down",
+                self.name
+            );
+            self.shared
+                .reaper
+                .submit(Box::new(move || worker.shutdown()));
         }
         if let Some((waiter, error)) = failure {
             if let Ok(wake) = waiter.finish(Outcome::Failed(error)) {
