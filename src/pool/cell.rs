@@ -58,19 +58,15 @@ const WORK_MASK: u64 = !(((1 << RELEASE_SHIFT) - 1) ^ IN_FLIGHT_MASK);
 /// No time recorded (a real time of `u64::MAX` ns is 584 years away).
 const NO_TIME: u64 = u64::MAX;
 
-/// The ordering that publishes a tick stamp: whoever reads the stamped release count must also
-/// see the `last_used` that covers it. `--cfg poolwarden_weaken_stamp` weakens it, for the check
-/// that the model checker catches such a mutation (`tests/loom.rs`).
-const STAMP_PUBLISH: Ordering = if cfg!(poolwarden_weaken_stamp) {
+/// The ordering of a release's `fetch_add`: its release half publishes everything the request
+/// did with the worker to whoever next takes the word (the next lessee, or the eviction that
+/// drains the worker and then shuts it down). `--cfg poolwarden_weaken_release` weakens it to
+/// `Relaxed`, for the check that the model checker catches such a mutation
+/// (`loom/tests/loom.rs`).
+const RELEASE_ORDER: Ordering = if cfg!(poolwarden_weaken_release) {
     Ordering::Relaxed
 } else {
-    Ordering::Release
-};
-/// Its counterpart when reading the stamped count.
-const STAMP_OBSERVE: Ordering = if cfg!(poolwarden_weaken_stamp) {
-    Ordering::Relaxed
-} else {
-    Ordering::Acquire
+    Ordering::AcqRel
 };
 /// Added by a release: one more release, one less in flight. The in-flight count of a worker
 /// being released is at least 1, so the subtraction never borrows from `DRAINING`; the release
@@ -280,7 +276,7 @@ impl<W: Worker> WorkerCell<W> {
             let now = to_nanos(shared.clock.now());
             this.last_used_nanos.fetch_max(now, Ordering::AcqRel);
         }
-        let before = this.state.fetch_add(RELEASE, Ordering::AcqRel);
+        let before = this.state.fetch_add(RELEASE, RELEASE_ORDER);
         if before & SLOW != 0 {
             Self::release_slow(this, CellState(before));
         }
@@ -324,7 +320,7 @@ impl<W: Worker> WorkerCell<W> {
     /// Whether a release happened after the last tick stamp, given `state` read just now.
     #[inline]
     pub(crate) fn released_since_stamp(&self, state: CellState) -> bool {
-        self.stamped_releases.load(STAMP_OBSERVE) != state.releases()
+        self.stamped_releases.load(Ordering::Acquire) != state.releases()
     }
 
     /// Tick stamping: records that every release counted in `state` ended by `at` (a time read
@@ -332,7 +328,8 @@ impl<W: Worker> WorkerCell<W> {
     pub(crate) fn stamp(&self, state: CellState, at: u64) -> u64 {
         let previous = self.last_used_nanos.fetch_max(at, Ordering::AcqRel);
         // After the stamp: whoever sees this count also sees a `last_used` that covers it.
-        self.stamped_releases.store(state.releases(), STAMP_PUBLISH);
+        self.stamped_releases
+            .store(state.releases(), Ordering::Release);
         previous.max(at)
     }
 

@@ -1,7 +1,7 @@
 //! The pool's state and the protocol every request, load and eviction goes through.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use poolwarden_policies::{EvictionReason, KeyId, ModelOverrides, WorkerId};
@@ -18,7 +18,7 @@ use super::waiter::{Outcome, Waiter, Wake};
 use super::worker::Worker;
 use super::Eviction;
 use crate::clock::to_nanos;
-use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
 
 /// Pool-wide counters.
 #[derive(Default)]

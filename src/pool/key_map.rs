@@ -5,7 +5,7 @@
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 
 use crate::sync::RwLock;
@@ -109,17 +109,24 @@ impl Hasher for PassThrough {
 
 type Shard<V> = HashMap<MapKey, V, BuildHasherDefault<PassThrough>>;
 
+/// Keys are hashed with a per-map random key, so clients cannot choose colliding names; under
+/// the model checker with a fixed one, so that every execution takes the same shards.
+#[cfg(not(loom))]
+type Seed = std::hash::RandomState;
+#[cfg(loom)]
+type Seed = BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
+
 /// A sharded map from key name to `V`.
 pub(crate) struct KeyMap<V> {
     shards: Box<[RwLock<Shard<V>>]>,
-    hasher: RandomState,
+    hasher: Seed,
 }
 
 impl<V> KeyMap<V> {
     pub(crate) fn new() -> Self {
         KeyMap {
             shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
-            hasher: RandomState::new(),
+            hasher: Seed::default(),
         }
     }
 

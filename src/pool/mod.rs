@@ -27,13 +27,13 @@ mod waiter;
 mod worker;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use poolwarden_policies::{EvictionReason, ModelOverrides, WorkerId};
 
 use crate::clock::{to_nanos, Clock, TscClock};
-use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
 use entry::{KeyEntry, SpawnTicket};
 use inner::{Counters, Enqueued, PoolInner, Removal, TickScratch};
 use load::Factory;
