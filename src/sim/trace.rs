@@ -658,8 +658,16 @@ fn timestamp_nanos(text: &str) -> Result<i128, String> {
         )));
     }
     // The offset, if any: only UTC is accepted.
-    let (clock, offset) = match time.find(['Z', 'z', '+', '-']) {
-        Some(i) => (&time[..i], &time[i..]),
+    // The offset, if any, follows the seconds (at least one character after the second `:`).
+    let seconds_at = time
+        .match_indices(':')
+        .nth(1)
+        .map_or(time.len(), |(i, _)| i + 2);
+    let (clock, offset) = match time
+        .get(seconds_at.min(time.len())..)
+        .and_then(|rest| rest.find(['Z', 'z', '+', '-']))
+    {
+        Some(i) => time.split_at(seconds_at + i),
         None => (time, ""),
     };
     if !offset.is_empty() && !matches!(offset, "Z" | "z" | "+00" | "+00:00" | "+0000" | "-00:00") {
