@@ -385,7 +385,7 @@ fn the_pareto_chart_renders() {
         ("keep-alive ttl=10m min_workers=0", 4.1, 6.9),
         ("gradual-lru idle=1m step=1m min_workers=0", 2.0, 14.0),
         ("gradual-lru idle=5m step=1m min_workers=0", 3.0, 5.0),
-        ("adaptive target=p75", 2.6, 4.0),
+        ("adaptive <target=p75 & \"more\">", 2.6, 4.0),
         ("broken <&>", f64::NAN, 1.0),
     ]
     .into_iter()
@@ -398,6 +398,7 @@ fn the_pareto_chart_renders() {
     let svg = pareto_svg("Policies on conv: idle memory against cold starts", &points);
     render_and_check("pareto", &svg);
     assert!(svg.contains("1 point(s) without a value left out"));
+    assert!(svg.contains("adaptive &lt;target=p75 &amp; &quot;more&quot;&gt;"));
     let empty = pareto_svg("nothing", &[]);
     render_and_check("pareto-empty", &empty);
 }
