@@ -51,7 +51,7 @@ fn conv_slice(rows: usize) -> Option<PathBuf> {
 
 #[test]
 fn simulate_without_arguments_prints_scenario5() {
-    let output = poolwarden(&["simulate"]);
+    let output = poolwarden(&["simulate", "--events"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
     let timeline: Vec<(String, String, String)> = text
@@ -62,7 +62,12 @@ fn simulate_without_arguments_prints_scenario5() {
             (f[0].to_string(), f[3].to_string(), f[5].to_string())
         })
         .collect();
-    let expected = [("6:00", "3"), ("7:00", "2"), ("9:30", "1"), ("10:30", "0")];
+    let expected = [
+        ("0:06:00", "3"),
+        ("0:07:00", "2"),
+        ("0:09:30", "1"),
+        ("0:10:30", "0"),
+    ];
     assert_eq!(timeline.len(), 4, "{text}");
     for ((time, _, left), (want_time, want_left)) in timeline.iter().zip(expected) {
         assert_eq!(
@@ -207,14 +212,17 @@ fn the_svg_is_written_and_well_formed() {
         .filter(|n| n.tag_name().name() == "polyline")
         .count();
     assert!(lines >= 2, "one line per policy, found {lines}");
-    assert!(text.contains("default/m"));
+    assert!(text.contains("default / m"));
     let csv_text = std::fs::read_to_string(&csv).unwrap();
-    assert!(csv_text.starts_with("policy,pool,model,at_secs,workers,memory_bytes\n"));
+    assert!(csv_text.starts_with("policy,parameters,pool,model,at_secs,workers,memory_bytes\n"));
     assert!(
-        csv_text.contains("gradual-lru,default,m,360,3,"),
+        csv_text.contains("gradual-lru,idle=1m step=1m min_workers=0,default,m,360,3,"),
         "{csv_text}"
     );
-    assert!(csv_text.contains("keep-alive,default,m,"), "{csv_text}");
+    assert!(
+        csv_text.contains("keep-alive,ttl=5m min_workers=0,default,m,"),
+        "{csv_text}"
+    );
 }
 
 #[test]

@@ -11,8 +11,8 @@ use std::time::Duration;
 use crate::config::{Config, ConfigError, PolicyRegistry, PolicySpec, CHAIN};
 use crate::policies::format_duration;
 use crate::sim::{
-    align_windows, render_csv, render_svg, render_text, simulate, ServiceModel, SimOptions, SimRun,
-    Trace, TraceFormat,
+    align_windows, memory_limit_of, render_csv, render_svg, render_text_with, simulate,
+    ChartOptions, EventsShown, ServiceModel, SimOptions, SimRun, TextOptions, Trace, TraceFormat,
 };
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -25,6 +25,7 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 enum Command {
     /// Validate a config file and print what it resolves to.
     Check {
@@ -68,9 +69,14 @@ struct SimulateArgs {
     /// Write the worker-count and memory timeline per key and policy as CSV.
     #[arg(long, value_name = "FILE")]
     csv: Option<PathBuf>,
-    /// Draw workers over time per key, one line per policy, as SVG.
+    /// Draw the chart as SVG: per pool, workers over time per key and memory held, one line
+    /// per policy, and the summary table.
     #[arg(long, value_name = "FILE")]
     svg: Option<PathBuf>,
+    /// List the eviction timeline after the summary: the first 20 evictions of each policy,
+    /// the first N with `--events N`, or every one with `--events all`.
+    #[arg(long, value_name = "all|N", num_args = 0..=1, default_missing_value = "20", value_parser = events)]
+    events: Option<EventsShown>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -82,6 +88,16 @@ enum Format {
     Native,
     /// The Azure LLM inference trace `TIMESTAMP,ContextTokens,GeneratedTokens`.
     AzureLlm,
+}
+
+fn events(text: &str) -> Result<EventsShown, String> {
+    match text {
+        "all" => Ok(EventsShown::All),
+        n => n
+            .parse::<usize>()
+            .map(EventsShown::First)
+            .map_err(|_| format!("`{text}`: expected `all` or a number of evictions")),
+    }
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -312,7 +328,17 @@ fn run_simulate(
             .map_err(|e| Failure(format!("{}: {e}", path.display())))?;
     }
     if let Some(path) = &args.svg {
-        render_svg(path, &runs).map_err(|e| Failure(e.to_string()))?;
+        render_svg(
+            path,
+            &trace.name,
+            &config.source,
+            &runs,
+            &ChartOptions {
+                memory_limit: memory_limit_of(&config.policy),
+                ..ChartOptions::default()
+            },
+        )
+        .map_err(|e| Failure(e.to_string()))?;
     }
     if args.json {
         let value = serde_json::json!({
@@ -322,6 +348,10 @@ fn run_simulate(
         });
         writeln!(out, "{value}").map_err(write_failed)
     } else {
-        write!(out, "{}", render_text(&trace.name, &runs)).map_err(write_failed)
+        let options = TextOptions {
+            config: Some(config.source.clone()),
+            events: args.events.unwrap_or_default(),
+        };
+        write!(out, "{}", render_text_with(&trace.name, &runs, &options)).map_err(write_failed)
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use poolwarden_policies::{MemoryReading, WorkerId};
 
-use super::report::{SimEvent, SimRun, Summary, TimelinePoint};
+use super::report::{describe_parameters, SimEvent, SimRun, Summary, TimelinePoint};
 use super::trace::Trace;
 use crate::clock::{to_nanos, ManualClock};
 use crate::config::{Config, PolicyRegistry, PolicySpec, CHAIN};
@@ -32,12 +32,14 @@ impl Worker for VirtualWorker {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SimError {
     /// The trace sends requests to a pool the config does not define.
-    #[error("the trace sends requests to pool `{pool}`, which the config ({config}) does not define; add [pools.{pool}]")]
+    #[error("{}the trace sends requests to pool `{pool}`, which the config ({config}) does not define; add [pools.{pool}]", location.as_ref().map(|l| format!("{l}: ")).unwrap_or_default())]
     UnknownPool {
         /// The pool.
         pool: String,
         /// The config's source.
         config: String,
+        /// `file:line` of the first trace row that names the pool, when the trace knows it.
+        location: Option<String>,
     },
     /// A memory-pressure policy has no `limit`, which the simulator needs as total memory.
     #[error("{where_}: memory-pressure needs `limit` in simulation (the total memory that the pools' accounted bytes are measured against), e.g. limit = \"16GiB\"")]
@@ -178,6 +180,8 @@ struct Starting {
 struct Engine<'a> {
     trace: &'a Trace,
     label: String,
+    parameters: String,
+    memory_limit: Option<u64>,
     clock: Arc<ManualClock>,
     pools: Vec<Pool<VirtualWorker>>,
     pool_names: Vec<String>,
@@ -264,10 +268,12 @@ impl<'a> Engine<'a> {
             own_policies.push(pool_config.policy.as_ref().map(build).transpose()?);
         }
 
+        let default_policy = build(policy)?;
+        let parameters = describe_parameters(default_policy.as_ref(), policy);
         let mut builder = Scheduler::builder()
             .clock(clock.clone())
             .tick(tick)
-            .policy(build(policy)?);
+            .policy(default_policy);
         if let Some(total) = memory_total {
             builder = builder.probe(AccountedMemory {
                 pools: pools.clone(),
@@ -287,6 +293,7 @@ impl<'a> Engine<'a> {
                 return Err(SimError::UnknownPool {
                     pool: request.pool.to_string(),
                     config: config.source.clone(),
+                    location: trace.pool_origin(&request.pool),
                 });
             };
             let next = keys.len();
@@ -329,6 +336,8 @@ impl<'a> Engine<'a> {
         Ok(Engine {
             trace,
             label: policy_label(policy),
+            parameters,
+            memory_limit: memory_total,
             clock,
             pools,
             pool_names,
@@ -637,9 +646,12 @@ impl<'a> Engine<'a> {
             self.waits.sort_unstable();
             let rank = ((0.99 * n as f64).ceil() as usize).clamp(1, n);
             self.summary.p99_wait_secs = self.waits[rank - 1] as f64 / 1e9;
+            self.summary.max_wait_secs = self.waits[n - 1] as f64 / 1e9;
         }
         SimRun {
             policy: self.label,
+            parameters: self.parameters,
+            memory_limit_bytes: self.memory_limit,
             summary: self.summary,
             events: self.events,
             timeline: self.timeline,

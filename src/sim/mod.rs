@@ -13,16 +13,29 @@
 //! assert_eq!(times, vec![360.0, 420.0, 570.0, 630.0]);
 //! ```
 
+#[cfg(feature = "cli")]
+mod chart;
 mod engine;
+#[cfg(feature = "cli")]
+mod pareto;
 mod report;
 #[cfg(feature = "cli")]
 mod svg;
 mod trace;
 
+#[cfg(feature = "cli")]
+pub use chart::{render_svg, simulation_svg, ChartOptions};
 pub use engine::{policy_label, simulate, Progress, SimError, SimOptions, VirtualWorker};
+#[cfg(feature = "cli")]
+pub use pareto::{pareto_front, pareto_svg, render_pareto, ParetoPoint};
 pub use report::{
-    align_windows, clock_time, render_csv, render_text, SimEvent, SimRun, Summary, TimelinePoint,
+    align_windows, bytes_text, clock_time, count_and_percent, describe_parameters, duration_text,
+    memory_limit_of, percent_text, render_csv, render_text, render_text_with, summary_rows,
+    worker_hours_text, EventsShown, SimEvent, SimRun, Summary, SummaryRow, TextOptions,
+    TimelinePoint, CSV_HEADER,
 };
 #[cfg(feature = "cli")]
-pub use svg::{render_svg, SvgError};
-pub use trace::{Request, ServiceModel, Trace, TraceError, TraceFormat, DEFAULT_POOL};
+pub use svg::SvgError;
+pub use trace::{
+    Request, ServiceModel, Trace, TraceError, TraceErrorKind, TraceFormat, DEFAULT_POOL,
+};

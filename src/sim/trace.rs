@@ -1,5 +1,9 @@
 //! Request traces: the native CSV format, the Azure LLM inference trace, and Scenario 5.
+//!
+//! Both formats are read with the `csv` crate (a quoted field may hold a comma or a quote), and
+//! every error names the file and the line.
 
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
@@ -7,6 +11,13 @@ use std::time::Duration;
 
 /// The pool a native trace row goes to when it has no `pool` column.
 pub const DEFAULT_POOL: &str = "default";
+
+/// The header of the Azure LLM inference trace.
+const AZURE_HEADER: [&str; 3] = ["TIMESTAMP", "ContextTokens", "GeneratedTokens"];
+
+/// The latest arrival (and the longest duration) a trace may hold: what fits in a `u64` of
+/// nanoseconds, about 584 years.
+const MAX_SECS: f64 = u64::MAX as f64 / 1e9;
 
 /// One request: when it arrives, where it goes, how long it keeps a worker busy.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +39,9 @@ pub struct Trace {
     pub name: String,
     /// Its requests, by arrival.
     pub requests: Vec<Request>,
+    /// Where each pool is first named: `file:line` of the first row that sends a request to
+    /// it (empty for a built-in trace). Errors about a pool point there.
+    pub pool_origins: BTreeMap<String, String>,
 }
 
 /// The trace file formats.
@@ -61,23 +75,99 @@ impl Default for ServiceModel {
     }
 }
 
-/// A trace that could not be read or parsed.
+/// A trace that could not be read or parsed: the file, the line when the problem is in the
+/// text, and what is wrong. Displayed as `file:line: message`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct TraceError {
     /// The file.
     pub file: String,
-    /// 1-based line, when the problem is in a row.
+    /// 1-based line, when the problem is in the text (every error but [`TraceErrorKind::Read`]).
     pub line: Option<usize>,
     /// What is wrong.
-    pub message: String,
+    pub kind: TraceErrorKind,
+}
+
+/// What is wrong with a trace.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TraceErrorKind {
+    /// The file could not be read.
+    #[error("{0}")]
+    Read(String),
+    /// The file is not UTF-8.
+    #[error("not UTF-8")]
+    NotUtf8,
+    /// No header at all.
+    #[error("empty trace: expected a header `{expected}`")]
+    Empty {
+        /// The header the format expects.
+        expected: &'static str,
+    },
+    /// A header but no request.
+    #[error("no requests: the trace has a header but no rows")]
+    NoRows,
+    /// The header is not the format's.
+    #[error("{0}")]
+    Header(String),
+    /// The header is the other format's.
+    #[error("this is {found}'s header; {hint}")]
+    OtherFormat {
+        /// The format the header belongs to.
+        found: &'static str,
+        /// How to read it.
+        hint: &'static str,
+    },
+    /// A column the format does not know.
+    #[error(
+        "unknown column `{0}`; the columns are `at`, `model`, `duration` and optionally `pool`"
+    )]
+    UnknownColumn(String),
+    /// A column named twice.
+    #[error("column `{0}` appears twice in the header")]
+    DuplicateColumn(String),
+    /// A row with the wrong number of fields.
+    #[error("expected {expected} fields, found {found}")]
+    FieldCount {
+        /// The header's.
+        expected: usize,
+        /// The row's.
+        found: usize,
+    },
+    /// A row the CSV reader could not read.
+    #[error("cannot read the row: {0}")]
+    Row(String),
+    /// A quoted field not closed on its line.
+    #[error("a quoted field is not closed on this line")]
+    UnclosedQuote,
+    /// A field with a bad value.
+    #[error("`{column}`: {message}")]
+    Field {
+        /// The column.
+        column: &'static str,
+        /// What is wrong with the value.
+        message: String,
+    },
 }
 
 impl fmt::Display for TraceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.line {
-            Some(line) => write!(f, "{}:{line}: {}", self.file, self.message),
-            None => write!(f, "{}: {}", self.file, self.message),
+            Some(line) => write!(f, "{}:{line}: {}", self.file, self.kind),
+            None => write!(f, "{}: {}", self.file, self.kind),
         }
+    }
+}
+
+impl TraceError {
+    fn at(file: &str, line: usize, kind: TraceErrorKind) -> TraceError {
+        TraceError {
+            file: file.to_string(),
+            line: Some(line),
+            kind,
+        }
+    }
+
+    fn field(file: &str, line: usize, column: &'static str, message: String) -> TraceError {
+        TraceError::at(file, line, TraceErrorKind::Field { column, message })
     }
 }
 
@@ -102,6 +192,7 @@ impl Trace {
                 request(0, 300),
                 request(450, 60),
             ],
+            pool_origins: BTreeMap::new(),
         }
     }
 
@@ -116,12 +207,11 @@ impl Trace {
         let bytes = std::fs::read(path).map_err(|e| TraceError {
             file: file.clone(),
             line: None,
-            message: e.to_string(),
+            kind: TraceErrorKind::Read(e.to_string()),
         })?;
-        let text = String::from_utf8(bytes).map_err(|e| TraceError {
-            file: file.clone(),
-            line: Some(line_of(&e.as_bytes()[..e.utf8_error().valid_up_to()])),
-            message: "not UTF-8".to_string(),
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let line = line_of(&e.as_bytes()[..e.utf8_error().valid_up_to()]);
+            TraceError::at(&file, line, TraceErrorKind::NotUtf8)
         })?;
         let stem = path
             .file_stem()
@@ -135,63 +225,91 @@ impl Trace {
         }
     }
 
-    /// Parses the native CSV format. `#` starts a comment; rows may come in any order.
+    /// Parses the native CSV format: a header naming `at`, `model`, `duration` and optionally
+    /// `pool`, in any order; seconds, decimals allowed. `#` starts a comment (outside quotes);
+    /// rows may come in any order.
     pub fn parse_native(text: &str, file: &str, name: &str) -> Result<Trace, TraceError> {
-        let error = |line: usize, message: String| TraceError {
-            file: file.to_string(),
-            line: Some(line),
-            message,
-        };
-        let mut rows = text
-            .lines()
-            .enumerate()
-            .map(|(i, l)| (i + 1, l.split('#').next().unwrap_or("").trim()))
-            .filter(|(_, l)| !l.is_empty());
-        let Some((header_line, header)) = rows.next() else {
-            return Err(error(
+        const EXPECTED: &str = "at,model,duration";
+        let mut rows = Rows::new(text, file, true)?;
+        let Some((header_line, header)) = rows.next_row()? else {
+            return Err(TraceError::at(
+                file,
                 1,
-                "empty trace: expected a header `at,model,duration`".into(),
+                TraceErrorKind::Empty { expected: EXPECTED },
             ));
         };
-        let columns: Vec<&str> = header.split(',').map(str::trim).collect();
-        let find = |name: &str| columns.iter().position(|c| *c == name);
+        let columns: Vec<String> = header.iter().map(str::to_string).collect();
+        if is_azure_header(&columns) {
+            return Err(TraceError::at(
+                file,
+                header_line,
+                TraceErrorKind::OtherFormat {
+                    found: "the Azure LLM inference trace",
+                    hint: "read it with `--format azure-llm` (TraceFormat::AzureLlm)",
+                },
+            ));
+        }
+        let mut seen = HashSet::new();
+        for column in &columns {
+            if !["at", "model", "duration", "pool"].contains(&column.as_str()) {
+                return Err(TraceError::at(
+                    file,
+                    header_line,
+                    TraceErrorKind::UnknownColumn(column.clone()),
+                ));
+            }
+            if !seen.insert(column.as_str()) {
+                return Err(TraceError::at(
+                    file,
+                    header_line,
+                    TraceErrorKind::DuplicateColumn(column.clone()),
+                ));
+            }
+        }
+        let find = |name: &str| columns.iter().position(|c| c == name);
         let (Some(at_col), Some(model_col), Some(duration_col)) =
             (find("at"), find("model"), find("duration"))
         else {
-            return Err(error(
+            return Err(TraceError::at(
+                file,
                 header_line,
-                format!("header must name `at`, `model` and `duration` (and optionally `pool`), got `{header}`"),
+                TraceErrorKind::Header(format!(
+                    "header must name `at`, `model` and `duration` (and optionally `pool`), got `{}`",
+                    columns.join(",")
+                )),
             ));
         };
         let pool_col = find("pool");
-        if let Some(unknown) = columns
-            .iter()
-            .find(|c| !["at", "model", "duration", "pool"].contains(c))
-        {
-            return Err(error(header_line, format!("unknown column `{unknown}`")));
-        }
         let default_pool: Arc<str> = Arc::from(DEFAULT_POOL);
         let mut interned = Interner::default();
         let mut requests = Vec::new();
-        for (line, row) in rows {
-            let fields: Vec<&str> = row.split(',').map(str::trim).collect();
+        let mut pool_origins = BTreeMap::new();
+        while let Some((line, fields)) = rows.next_row()? {
             if fields.len() != columns.len() {
-                return Err(error(
+                return Err(TraceError::at(
+                    file,
                     line,
-                    format!("expected {} fields, found {}", columns.len(), fields.len()),
+                    TraceErrorKind::FieldCount {
+                        expected: columns.len(),
+                        found: fields.len(),
+                    },
                 ));
             }
-            let at = seconds(fields[at_col]).map_err(|m| error(line, format!("`at`: {m}")))?;
-            let duration = seconds(fields[duration_col])
-                .map_err(|m| error(line, format!("`duration`: {m}")))?;
-            let model = fields[model_col];
+            let at =
+                seconds(&fields[at_col]).map_err(|m| TraceError::field(file, line, "at", m))?;
+            let duration = seconds(&fields[duration_col])
+                .map_err(|m| TraceError::field(file, line, "duration", m))?;
+            let model = &fields[model_col];
             if model.is_empty() {
-                return Err(error(line, "`model` is empty".into()));
+                return Err(TraceError::field(file, line, "model", "is empty".into()));
             }
             let pool = match pool_col {
-                Some(c) if !fields[c].is_empty() => interned.get(fields[c]),
+                Some(c) if !fields[c].is_empty() => interned.get(&fields[c]),
                 _ => default_pool.clone(),
             };
+            if !pool_origins.contains_key(&*pool) {
+                pool_origins.insert(pool.to_string(), format!("{file}:{line}"));
+            }
             requests.push(Request {
                 at,
                 pool,
@@ -199,15 +317,21 @@ impl Trace {
                 duration,
             });
         }
+        if requests.is_empty() {
+            return Err(TraceError::at(file, header_line, TraceErrorKind::NoRows));
+        }
         requests.sort_by_key(|r| r.at);
         Ok(Trace {
             name: name.to_string(),
             requests,
+            pool_origins,
         })
     }
 
     /// Parses the Azure LLM inference trace; every request goes to `model` in pool `default`,
-    /// arrivals relative to the earliest timestamp.
+    /// arrivals relative to the earliest timestamp. Timestamps are UTC,
+    /// `YYYY-MM-DD HH:MM:SS[.fffffffff]` (a `T` for the space, and a `Z` or zero offset, are
+    /// accepted); an impossible date or time, or another offset, is an error.
     pub fn parse_azure(
         text: &str,
         file: &str,
@@ -215,47 +339,53 @@ impl Trace {
         model: &str,
         service: ServiceModel,
     ) -> Result<Trace, TraceError> {
-        let error = |line: usize, message: String| TraceError {
-            file: file.to_string(),
-            line: Some(line),
-            message,
+        const EXPECTED: &str = "TIMESTAMP,ContextTokens,GeneratedTokens";
+        let mut rows = Rows::new(text, file, false)?;
+        let Some((header_line, header)) = rows.next_row()? else {
+            return Err(TraceError::at(
+                file,
+                1,
+                TraceErrorKind::Empty { expected: EXPECTED },
+            ));
         };
-        let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim()));
-        match lines.next() {
-            Some((_, header))
-                if header.replace(' ', "") == "TIMESTAMP,ContextTokens,GeneratedTokens" => {}
-            Some((line, header)) => {
-                return Err(error(
-                    line,
-                    format!(
-                        "expected header `TIMESTAMP,ContextTokens,GeneratedTokens`, got `{header}`"
-                    ),
+        let columns: Vec<String> = header.iter().map(|c| c.replace(' ', "")).collect();
+        if !is_azure_header(&columns) {
+            let native = ["at", "model", "duration"]
+                .iter()
+                .all(|n| columns.iter().any(|c| c == n));
+            let kind = if native {
+                TraceErrorKind::OtherFormat {
+                    found: "the native format",
+                    hint: "read it with `--format native` (TraceFormat::Native), the default",
+                }
+            } else {
+                TraceErrorKind::Header(format!(
+                    "expected header `{EXPECTED}`, got `{}`",
+                    header.iter().collect::<Vec<_>>().join(",")
                 ))
-            }
-            None => return Err(error(1, "empty trace".into())),
+            };
+            return Err(TraceError::at(file, header_line, kind));
         }
         let pool: Arc<str> = Arc::from(DEFAULT_POOL);
         let model: Arc<str> = Arc::from(model);
-        let mut stamped = Vec::new();
-        for (line, row) in lines {
-            if row.is_empty() {
-                continue;
-            }
-            let fields: Vec<&str> = row.split(',').map(str::trim).collect();
+        let mut stamped: Vec<(i128, Duration, usize)> = Vec::new();
+        while let Some((line, fields)) = rows.next_row()? {
             if fields.len() != 3 {
-                return Err(error(
+                return Err(TraceError::at(
+                    file,
                     line,
-                    format!("expected 3 fields, found {}", fields.len()),
+                    TraceErrorKind::FieldCount {
+                        expected: 3,
+                        found: fields.len(),
+                    },
                 ));
             }
-            let at = timestamp_nanos(fields[0])
-                .ok_or_else(|| error(line, format!("bad TIMESTAMP `{}`", fields[0])))?;
-            let context: u64 = fields[1]
-                .parse()
-                .map_err(|_| error(line, format!("bad ContextTokens `{}`", fields[1])))?;
-            let generated: u64 = fields[2]
-                .parse()
-                .map_err(|_| error(line, format!("bad GeneratedTokens `{}`", fields[2])))?;
+            let at = timestamp_nanos(&fields[0])
+                .map_err(|m| TraceError::field(file, line, "TIMESTAMP", m))?;
+            let context = tokens(&fields[1])
+                .map_err(|m| TraceError::field(file, line, "ContextTokens", m))?;
+            let generated = tokens(&fields[2])
+                .map_err(|m| TraceError::field(file, line, "GeneratedTokens", m))?;
             let duration = service
                 .prefill_per_token
                 .saturating_mul(u32::try_from(context).unwrap_or(u32::MAX))
@@ -264,22 +394,38 @@ impl Trace {
                         .decode_per_token
                         .saturating_mul(u32::try_from(generated).unwrap_or(u32::MAX)),
                 );
-            stamped.push((at, duration));
+            stamped.push((at, duration, line));
         }
-        let start = stamped.iter().map(|(at, _)| *at).min().unwrap_or(0);
-        let mut requests: Vec<Request> = stamped
-            .into_iter()
-            .map(|(at, duration)| Request {
-                at: Duration::from_nanos((at - start) as u64),
+        let Some(&(start, _, start_line)) = stamped.iter().min_by_key(|(at, _, _)| *at) else {
+            return Err(TraceError::at(file, header_line, TraceErrorKind::NoRows));
+        };
+        let mut requests = Vec::with_capacity(stamped.len());
+        for (at, duration, line) in stamped {
+            let offset = u64::try_from(at - start).map_err(|_| {
+                TraceError::field(
+                    file,
+                    line,
+                    "TIMESTAMP",
+                    format!(
+                        "more than 584 years after the earliest timestamp (line {start_line}); \
+                         the simulator's clock cannot reach it"
+                    ),
+                )
+            })?;
+            requests.push(Request {
+                at: Duration::from_nanos(offset),
                 pool: pool.clone(),
                 model: model.clone(),
                 duration,
-            })
-            .collect();
+            });
+        }
         requests.sort_by_key(|r| r.at);
+        let mut pool_origins = BTreeMap::new();
+        pool_origins.insert(DEFAULT_POOL.to_string(), format!("{file}:{start_line}"));
         Ok(Trace {
             name: name.to_string(),
             requests,
+            pool_origins,
         })
     }
 
@@ -293,9 +439,20 @@ impl Trace {
             .map(|t| t.name.as_str())
             .collect::<Vec<_>>()
             .join("+");
-        let mut requests: Vec<Request> = traces.into_iter().flat_map(|t| t.requests).collect();
+        let mut pool_origins = BTreeMap::new();
+        let mut requests = Vec::new();
+        for trace in traces {
+            for (pool, origin) in trace.pool_origins {
+                pool_origins.entry(pool).or_insert(origin);
+            }
+            requests.extend(trace.requests);
+        }
         requests.sort_by_key(|r| r.at);
-        Trace { name, requests }
+        Trace {
+            name,
+            requests,
+            pool_origins,
+        }
     }
 
     /// The latest arrival plus its service time.
@@ -306,26 +463,135 @@ impl Trace {
             .max()
             .unwrap_or_default()
     }
+
+    /// `file:line` of the first row that sends a request to `pool`, when the trace came from
+    /// a file.
+    pub fn pool_origin(&self, pool: &str) -> Option<String> {
+        self.pool_origins.get(pool).cloned()
+    }
 }
 
-/// Shares one `Arc<str>` per distinct name.
+fn is_azure_header(columns: &[String]) -> bool {
+    columns.len() == AZURE_HEADER.len()
+        && columns
+            .iter()
+            .zip(AZURE_HEADER)
+            .all(|(c, a)| c.replace(' ', "").eq_ignore_ascii_case(a))
+}
+
+/// The rows of a CSV text, each with its 1-based line: blank and comment-only lines skipped,
+/// fields trimmed, quotes handled by the `csv` crate. A quoted field must close on its line, so
+/// that every row is one line and every error names the right one.
+struct Rows<'f> {
+    file: &'f str,
+    reader: csv::Reader<std::io::Cursor<Vec<u8>>>,
+    lines: std::vec::IntoIter<usize>,
+    record: csv::StringRecord,
+}
+
+impl<'f> Rows<'f> {
+    fn new(text: &str, file: &'f str, comments: bool) -> Result<Rows<'f>, TraceError> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let mut kept = String::with_capacity(text.len());
+        let mut lines = Vec::new();
+        for (index, raw) in text.split('\n').enumerate() {
+            let line = raw.strip_suffix('\r').unwrap_or(raw);
+            let content = strip_comment(line, comments)
+                .ok_or_else(|| TraceError::at(file, index + 1, TraceErrorKind::UnclosedQuote))?;
+            let content = content.trim();
+            if content.is_empty() {
+                continue;
+            }
+            kept.push_str(content);
+            kept.push('\n');
+            lines.push(index + 1);
+        }
+        let reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .trim(csv::Trim::All)
+            .from_reader(std::io::Cursor::new(kept.into_bytes()));
+        Ok(Rows {
+            file,
+            reader,
+            lines: lines.into_iter(),
+            record: csv::StringRecord::new(),
+        })
+    }
+
+    /// The next row: its line and its fields.
+    fn next_row(&mut self) -> Result<Option<(usize, &csv::StringRecord)>, TraceError> {
+        let Some(line) = self.lines.next() else {
+            return Ok(None);
+        };
+        match self.reader.read_record(&mut self.record) {
+            Ok(true) => Ok(Some((line, &self.record))),
+            Ok(false) => Ok(None),
+            Err(e) => Err(TraceError::at(
+                self.file,
+                line,
+                TraceErrorKind::Row(e.to_string()),
+            )),
+        }
+    }
+}
+
+/// `line` up to a `#` outside quotes (the whole line when `comments` is off); `None` when a
+/// quoted field does not close on the line. Quotes follow the CSV rules the `csv` crate
+/// reads: a quote opens a quoted field only at the field's start, and `""` inside is a quote.
+fn strip_comment(line: &str, comments: bool) -> Option<&str> {
+    let bytes = line.as_bytes();
+    let mut field_start = true;
+    let mut in_quotes = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_quotes {
+            if b == b'"' {
+                if bytes.get(i + 1) == Some(&b'"') {
+                    i += 1;
+                } else {
+                    in_quotes = false;
+                }
+            }
+        } else {
+            match b {
+                b'"' if field_start => in_quotes = true,
+                b',' => {
+                    field_start = true;
+                    i += 1;
+                    continue;
+                }
+                b'#' if comments => return Some(&line[..i]),
+                _ => {}
+            }
+            field_start = false;
+        }
+        i += 1;
+    }
+    (!in_quotes).then_some(line)
+}
+
+/// Shares one `Arc<str>` per distinct name (a hash set: 80k distinct names cost 80k lookups,
+/// not a scan each).
 #[derive(Default)]
 struct Interner {
-    names: Vec<Arc<str>>,
+    names: HashSet<Arc<str>>,
 }
 
 impl Interner {
     fn get(&mut self, name: &str) -> Arc<str> {
-        if let Some(found) = self.names.iter().find(|n| &***n == name) {
+        if let Some(found) = self.names.get(name) {
             return found.clone();
         }
         let arc: Arc<str> = Arc::from(name);
-        self.names.push(arc.clone());
+        self.names.insert(arc.clone());
         arc
     }
 }
 
-/// Non-negative, finite seconds (decimals allowed) into a duration.
+/// Non-negative, finite seconds (decimals allowed) into a duration, at most what the
+/// simulator's clock can hold.
 fn seconds(text: &str) -> Result<Duration, String> {
     let value: f64 = text
         .parse()
@@ -333,41 +599,136 @@ fn seconds(text: &str) -> Result<Duration, String> {
     if !value.is_finite() || value < 0.0 {
         return Err(format!("`{text}` must be a finite number >= 0"));
     }
+    if value > MAX_SECS {
+        return Err(format!(
+            "`{text}` is out of range: at most {} s (584 years)",
+            MAX_SECS.floor()
+        ));
+    }
     Duration::try_from_secs_f64(value).map_err(|_| format!("`{text}` is out of range"))
 }
 
-/// `YYYY-MM-DD HH:MM:SS[.fffffff]` (UTC) into nanoseconds since the Unix epoch.
-fn timestamp_nanos(text: &str) -> Option<i128> {
-    let (date, time) = text.split_once(' ')?;
-    let mut date_parts = date.split('-');
-    let year: i64 = date_parts.next()?.parse().ok()?;
-    let month: u32 = date_parts.next()?.parse().ok()?;
-    let day: u32 = date_parts.next()?.parse().ok()?;
-    if date_parts.next().is_some() || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
-        return None;
+/// A token count: digits only.
+fn tokens(text: &str) -> Result<u64, String> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("`{text}` is not a whole number of tokens"));
     }
-    let (hms, fraction) = match time.split_once('.') {
-        Some((hms, fraction)) => (hms, fraction),
+    text.parse()
+        .map_err(|_| format!("`{text}` is too large a number of tokens"))
+}
+
+/// A number made of ASCII digits only (no sign), within `range`.
+fn digits(text: &str, what: &str, range: std::ops::RangeInclusive<u32>) -> Result<u32, String> {
+    let value = (!text.is_empty() && text.len() <= 9 && text.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| text.parse::<u32>().ok())
+        .flatten();
+    match value {
+        Some(v) if range.contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{what} `{text}` is not a number from {} to {}",
+            range.start(),
+            range.end()
+        )),
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS[.fffffffff][Z|+00:00]` (UTC) into nanoseconds since the Unix epoch.
+fn timestamp_nanos(text: &str) -> Result<i128, String> {
+    let bad = |why: String| format!("`{text}`: {why}");
+    let (date, time) = text
+        .split_once([' ', 'T'])
+        .ok_or_else(|| bad("expected `YYYY-MM-DD HH:MM:SS[.fffffff]` (UTC)".into()))?;
+    let mut date_parts = date.split('-');
+    let (Some(y), Some(m), Some(d), None) = (
+        date_parts.next(),
+        date_parts.next(),
+        date_parts.next(),
+        date_parts.next(),
+    ) else {
+        return Err(bad("the date must be `YYYY-MM-DD`".into()));
+    };
+    let year = digits(y, "year", 1..=9999).map_err(bad)?;
+    let month = digits(m, "month", 1..=12).map_err(bad)?;
+    let day = digits(d, "day", 1..=31).map_err(bad)?;
+    let last = days_in_month(year, month);
+    if day > last {
+        return Err(bad(format!(
+            "{} {year} has {last} days, not {day}",
+            MONTHS[month as usize - 1]
+        )));
+    }
+    // The offset, if any: only UTC is accepted.
+    // The offset, if any, follows the seconds (at least one character after the second `:`).
+    let seconds_at = time
+        .match_indices(':')
+        .nth(1)
+        .map_or(time.len(), |(i, _)| i + 2);
+    let (clock, offset) = match time
+        .get(seconds_at.min(time.len())..)
+        .and_then(|rest| rest.find(['Z', 'z', '+', '-']))
+    {
+        Some(i) => time.split_at(seconds_at + i),
         None => (time, ""),
     };
-    let mut time_parts = hms.split(':');
-    let hour: i64 = time_parts.next()?.parse().ok()?;
-    let minute: i64 = time_parts.next()?.parse().ok()?;
-    let second: i64 = time_parts.next()?.parse().ok()?;
-    if time_parts.next().is_some() || hour > 23 || minute > 59 || second > 60 {
-        return None;
+    if !offset.is_empty() && !matches!(offset, "Z" | "z" | "+00" | "+00:00" | "+0000" | "-00:00") {
+        return Err(bad(format!(
+            "`{offset}` is a UTC offset (or a negative time); the trace's timestamps must be UTC"
+        )));
     }
+    let (hms, fraction) = match clock.split_once('.') {
+        Some((hms, fraction)) => (hms, fraction),
+        None => (clock, ""),
+    };
+    let mut time_parts = hms.split(':');
+    let (Some(h), Some(mi), Some(s), None) = (
+        time_parts.next(),
+        time_parts.next(),
+        time_parts.next(),
+        time_parts.next(),
+    ) else {
+        return Err(bad("the time must be `HH:MM:SS`".into()));
+    };
+    let hour = digits(h, "hour", 0..=23).map_err(bad)?;
+    let minute = digits(mi, "minute", 0..=59).map_err(bad)?;
+    let second = digits(s, "second", 0..=60).map_err(bad)?;
     if fraction.len() > 9 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+        return Err(bad(format!("fraction `.{fraction}` must be 1 to 9 digits")));
     }
     let nanos: i128 = if fraction.is_empty() {
         0
     } else {
-        fraction.parse::<i128>().ok()? * 10i128.pow(9 - fraction.len() as u32)
+        let value: i128 = fraction.parse().map_err(|_| bad("bad fraction".into()))?;
+        value * 10i128.pow(9 - fraction.len() as u32)
     };
-    let days = days_from_civil(year, month, day);
-    let secs = days as i128 * 86_400 + (hour * 3600 + minute * 60 + second) as i128;
-    Some(secs * 1_000_000_000 + nanos)
+    let days = days_from_civil(i64::from(year), month, day);
+    let secs = i128::from(days) * 86_400 + i128::from(hour * 3600 + minute * 60 + second);
+    Ok(secs * 1_000_000_000 + nanos)
+}
+
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+
+fn days_in_month(year: u32, month: u32) -> u32 {
+    match month {
+        2 if (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400) => {
+            29
+        }
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -383,83 +744,4 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
 
 fn line_of(prefix: &[u8]) -> usize {
     prefix.iter().filter(|b| **b == b'\n').count() + 1
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn native_rows_in_any_order_with_comments_and_pools() {
-        let text =
-            "# a trace\nmodel,at,duration,pool\nb, 2.5, 1, # late\na,0,0.25,\n\na,1,3,vision\n";
-        let trace = Trace::parse_native(text, "t.csv", "t").unwrap();
-        let rows: Vec<(f64, &str, &str, f64)> = trace
-            .requests
-            .iter()
-            .map(|r| {
-                (
-                    r.at.as_secs_f64(),
-                    &*r.pool,
-                    &*r.model,
-                    r.duration.as_secs_f64(),
-                )
-            })
-            .collect();
-        assert_eq!(
-            rows,
-            vec![
-                (0.0, "default", "a", 0.25),
-                (1.0, "vision", "a", 3.0),
-                (2.5, "default", "b", 1.0)
-            ]
-        );
-    }
-
-    #[test]
-    fn native_errors_name_the_line() {
-        let bad =
-            Trace::parse_native("at,model,duration\n1,a,2\n3,b,-1\n", "t.csv", "t").unwrap_err();
-        assert_eq!(bad.line, Some(3));
-        assert!(bad.to_string().starts_with("t.csv:3: `duration`"), "{bad}");
-        let short = Trace::parse_native("at,model,duration\n1,a\n", "t.csv", "t").unwrap_err();
-        assert_eq!(short.line, Some(2));
-        let header = Trace::parse_native("when,model,duration\n", "t.csv", "t").unwrap_err();
-        assert_eq!(header.line, Some(1));
-    }
-
-    #[test]
-    fn azure_rows_become_relative_arrivals_with_service_times() {
-        let text = "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,374,44\n2023-11-16 18:15:50.9951690,396,109\n2023-11-17 00:00:00,0,1";
-        let trace =
-            Trace::parse_azure(text, "conv.csv", "conv", "conv", ServiceModel::default()).unwrap();
-        assert_eq!(trace.requests.len(), 3);
-        assert_eq!(trace.requests[0].at, Duration::ZERO);
-        assert_eq!(trace.requests[1].at, Duration::from_nanos(4_314_579_000));
-        let midnight = (24 * 3600 - (18 * 3600 + 15 * 60 + 46)) as f64 - 0.68059;
-        assert!((trace.requests[2].at.as_secs_f64() - midnight).abs() < 1e-6);
-        // 374 × 0.1 ms + 44 × 20 ms
-        assert_eq!(
-            trace.requests[0].duration,
-            Duration::from_micros(37_400 + 880_000)
-        );
-        assert_eq!(&*trace.requests[0].model, "conv");
-    }
-
-    #[test]
-    fn azure_errors_name_the_line() {
-        let text = "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,374,44\n2023-13-16 18:15:46,1,1\n";
-        let bad = Trace::parse_azure(text, "c.csv", "c", "c", ServiceModel::default()).unwrap_err();
-        assert_eq!(bad.line, Some(3));
-        let text = "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,x,44\n";
-        let bad = Trace::parse_azure(text, "c.csv", "c", "c", ServiceModel::default()).unwrap_err();
-        assert_eq!(bad.line, Some(2));
-    }
-
-    #[test]
-    fn civil_days_match_known_dates() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
-        assert_eq!(days_from_civil(2023, 11, 16), 19_677);
-    }
 }
