@@ -28,7 +28,7 @@ pub use poolwarden_policies as policies;
 pub use poolwarden_policies::{EvictionPolicy, EvictionReason, Proposal, Snapshot, WorkerId};
 
 pub use clock::{Clock, ManualClock, SystemClock, TscClock};
-pub use config::{Config, ConfigError, PolicyRegistry};
+pub use config::{BuildError, Config, ConfigError, PolicyRegistry};
 pub use pool::{
     AcquireError, Eviction, Lease, ManagedPool, Pool, PoolBuilder, PoolStats, SpawnError,
     SpawnReservation, Worker, WorkerFactory,

@@ -255,7 +255,7 @@ fn check_rejects_every_malformed_file_with_a_located_message() {
             .trim_start_matches('/')
             .to_string();
         let output = poolwarden(&["check", &name]);
-        assert_eq!(output.status.code(), Some(2), "{name}");
+        assert_eq!(output.status.code(), Some(78), "{name}");
         let err = stderr(&output);
         let first = err.lines().next().unwrap_or_default();
         let prefix = format!("error: {name}:");
@@ -267,15 +267,15 @@ fn check_rejects_every_malformed_file_with_a_located_message() {
         );
     }
     let output = poolwarden(&["check", "/nonexistent/x.toml"]);
-    assert_eq!(output.status.code(), Some(2));
-    assert!(stderr(&output).starts_with("error: /nonexistent/x.toml: "));
+    assert_eq!(output.status.code(), Some(66));
+    assert!(stderr(&output).starts_with("error: /nonexistent/x.toml: cannot read: "));
 }
 
 #[test]
-fn simulate_errors_exit_2_with_a_clear_message() {
+fn simulate_errors_exit_with_their_sysexits_status_and_a_clear_message() {
     let bad_trace = temp_file("bad.csv", b"at,model,duration\n0,m,1\n5,m,oops\n");
     let output = poolwarden(&["simulate", "--trace", bad_trace.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(output.status.code(), Some(65));
     assert!(
         stderr(&output).contains("bad.csv:3: `duration`"),
         "{}",
@@ -283,7 +283,7 @@ fn simulate_errors_exit_2_with_a_clear_message() {
     );
 
     let output = poolwarden(&["simulate", "--policy", "memory-pressure"]);
-    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(output.status.code(), Some(78));
     assert!(
         stderr(&output).contains("needs `limit` in simulation"),
         "{}",
@@ -291,7 +291,7 @@ fn simulate_errors_exit_2_with_a_clear_message() {
     );
 
     let output = poolwarden(&["simulate", "--policy", "lfu"]);
-    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(output.status.code(), Some(64));
     assert!(
         stderr(&output).contains("known kinds"),
         "{}",
@@ -300,7 +300,7 @@ fn simulate_errors_exit_2_with_a_clear_message() {
 
     let pools = temp_file("pools.csv", b"at,model,duration,pool\n0,m,1,vision\n");
     let output = poolwarden(&["simulate", "--trace", pools.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(output.status.code(), Some(65));
     assert!(
         stderr(&output).contains("pool `vision`"),
         "{}",
@@ -308,7 +308,7 @@ fn simulate_errors_exit_2_with_a_clear_message() {
     );
 
     let output = poolwarden(&["simulate", "--tick", "soon"]);
-    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(output.status.code(), Some(64));
 }
 
 #[test]
@@ -393,8 +393,8 @@ proptest! {
             let path = temp_file(&format!("fuzz-{i}.toml"), &contents);
             let output = poolwarden(&["check", path.to_str().unwrap()]);
             let code = output.status.code();
-            prop_assert!(code == Some(0) || code == Some(2), "exit {:?}: {}", code, stderr(&output));
-            if code == Some(2) {
+            prop_assert!(code == Some(0) || code == Some(78), "exit {:?}: {}", code, stderr(&output));
+            if code == Some(78) {
                 let prefix = format!("error: {}:", path.display());
                 prop_assert!(stderr(&output).starts_with(&prefix));
             }

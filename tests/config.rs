@@ -143,7 +143,7 @@ memory = "2GiB"
 kind = "keep-alive"
 ttl = "90s"
 [pools.text.models.small]
-idle = "1h 30m"
+ttl = "1h 30m"
 min_workers = 1
 memory = "512MiB"
 cold_start = "3s"
@@ -159,9 +159,10 @@ cold_start = "3s"
     );
     let small = &pool.models["small"];
     assert_eq!(
-        small.overrides.idle,
+        small.overrides.ttl,
         Some(std::time::Duration::from_secs(5400))
     );
+    assert_eq!(small.overrides.idle, None);
     assert_eq!(small.overrides.min_workers, Some(1));
     assert_eq!(
         pool.policy.as_ref().unwrap().describe(&registry),
