@@ -52,9 +52,9 @@ pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 /// The name errors and reports use for [`DEFAULT_TOML`].
 pub const DEFAULT_NAME: &str = "config/default.toml (embedded)";
 
-/// The largest config poolwarden reads: 4 MiB, far more than any set of pools and models
+/// The largest config poolwarden reads: 1 MiB, far more than any set of pools and models
 /// needs. A larger input is refused with [`ConfigError::TooLarge`] before it is parsed.
-pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// The keys every `[pools.NAME.models.KEY]` accepts whatever the policy: the pool reads them.
 pub const POOL_MODEL_KEYS: [&str; 2] = ["memory", "cold_start"];
@@ -316,7 +316,10 @@ fn show_value(value: &toml::Value) -> String {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table of poolwarden's configuration"
+)]
 struct RawConfig {
     #[serde(default)]
     scheduler: RawScheduler,
@@ -327,7 +330,7 @@ struct RawConfig {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "a `[scheduler]` table")]
 struct RawScheduler {
     #[serde(with = "humantime_serde")]
     tick: Duration,
@@ -342,7 +345,7 @@ impl Default for RawScheduler {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "a `[pools.NAME]` table")]
 struct RawPool {
     max_workers_per_model: usize,
     max_in_flight_per_worker: u32,
