@@ -36,3 +36,8 @@ pub use pool::{
 pub use probe::{FixedProbe, MemoryProbe, MemoryReading, SysinfoProbe};
 pub use scheduler::{EvictionEvent, Scheduler, SchedulerBuilder, SchedulerStats, TickReport};
 pub use snapshot_buffer::{DeadWorker, SnapshotBuffer};
+
+/// The README's Rust examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

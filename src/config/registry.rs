@@ -288,10 +288,14 @@ impl PolicyRegistry {
     /// `flatten`), usually with every field an `Option` so that a model sets only what it
     /// overrides. `C` is serialized back to show the values in force in `poolwarden check`.
     ///
+    /// The factory is called at load to validate the parameters (without per-model values,
+    /// then with each model's values alone, so that an error is located at its key), and
+    /// again for every instance built.
+    ///
     /// ```
     /// use std::time::Duration;
     /// use poolwarden::config::{Config, PerModel, PolicyRegistry};
-    /// use poolwarden::policies::{EvictionPolicy, Noop};
+    /// use poolwarden::policies::{format_duration, EvictionPolicy, Proposal, Snapshot};
     ///
     /// #[derive(serde::Deserialize, serde::Serialize)]
     /// #[serde(deny_unknown_fields)]
@@ -307,12 +311,20 @@ impl PolicyRegistry {
     ///     patience: Option<Duration>,
     /// }
     ///
+    /// struct Patient { llama: Option<Duration> }
+    ///
+    /// impl EvictionPolicy for Patient {
+    ///     fn name(&self) -> &str { "patient" }
+    ///     fn propose(&mut self, _: &Snapshot<'_>, _: &mut Vec<Proposal>) {}
+    ///     fn describe(&self) -> String {
+    ///         format!("patient llama={}", self.llama.map_or("-".into(), format_duration))
+    ///     }
+    /// }
+    ///
     /// let mut registry = PolicyRegistry::new();
-    /// registry.register_with_models("patient", |config: PatientConfig, models: PerModel<PatientModel>| {
+    /// registry.register_with_models("patient", |_: PatientConfig, models: PerModel<PatientModel>| {
     ///     let llama = models.get("text", "llama").and_then(|m| m.patience);
-    ///     assert_eq!(llama, Some(Duration::from_secs(90)));
-    ///     assert!(config.patience > Duration::ZERO);
-    ///     Ok(Box::new(Noop) as Box<dyn EvictionPolicy>)
+    ///     Ok(Box::new(Patient { llama }) as Box<dyn EvictionPolicy>)
     /// });
     /// assert_eq!(registry.model_keys("patient"), Some(&["patience"][..]));
     ///
@@ -324,7 +336,8 @@ impl PolicyRegistry {
     /// patience = "90s"
     /// "#;
     /// let config = Config::from_toml(toml, "patient.toml", &registry).unwrap();
-    /// config.default_policy(&registry).unwrap();
+    /// let policy = config.default_policy(&registry).unwrap();
+    /// assert_eq!(policy.describe(), "patient llama=1m 30s");
     /// ```
     pub fn register_with_models<C, M, F>(&mut self, kind: &str, build: F) -> &mut Self
     where
