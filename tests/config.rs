@@ -713,6 +713,43 @@ weight = 3
     assert!(config.pool_policy("a", &registry).unwrap().is_none());
 }
 
+#[test]
+fn a_policy_that_declares_memory_receives_it_and_the_pool_still_reads_it() {
+    use std::sync::Mutex;
+
+    #[derive(serde::Deserialize, serde::Serialize, Default)]
+    #[serde(deny_unknown_fields)]
+    struct Empty {}
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Footprint {
+        memory: ByteSize,
+    }
+    let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let log = seen.clone();
+    let mut registry = PolicyRegistry::new();
+    registry.register_with_models("by-size", move |_: Empty, models: PerModel<Footprint>| {
+        *log.lock().unwrap() = models.iter().map(|(_, _, m)| m.memory.bytes()).collect();
+        Ok(Box::new(Noop) as Box<dyn EvictionPolicy>)
+    });
+    let config = Config::from_toml(
+        "[policy]\nkind = \"by-size\"\n[pools.p.models.m]\nmemory = \"2GiB\"\n",
+        "size.toml",
+        &registry,
+    )
+    .unwrap();
+    config.default_policy(&registry).unwrap();
+    assert_eq!(*seen.lock().unwrap(), vec![2 << 30]);
+    assert_eq!(config.pools["p"].memory_of("m"), 2 << 30);
+    let memory: Vec<_> = config
+        .values_in_force("p", Some("m"), &registry)
+        .unwrap()
+        .into_iter()
+        .filter(|v| v.key == "memory")
+        .collect();
+    assert_eq!(memory.len(), 1);
+}
+
 // ---- The service's own file ----
 
 const SERVICE_TOML: &str = r#"# The service's own settings.

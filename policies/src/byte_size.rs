@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize, Serializer};
 /// Kubernetes does: `Ki`, `Mi`, `Gi`, `Ti` and `KiB`, `MiB`, `GiB`, `TiB` are powers of 1024;
 /// `K`, `M`, `G`, `T` and `KB`, `MB`, `GB`, `TB` are powers of 1000; `B` or no unit is bytes.
 /// So `"4Gi"` and `"4GiB"` are 4 × 2³⁰ bytes, and `"4G"`, `"4GB"` and `"4gb"` are 4 × 10⁹.
-/// A size must be a whole number of bytes and fit in 64 bits.
+/// A fraction of a byte is rounded up, as Kubernetes does (`"1.1GiB"` is 1181116007 bytes); a
+/// size must fit in 64 bits.
 ///
 /// It displays exactly, in the notation a user would write: the unit, binary or decimal,
 /// that gives the smallest whole number (`4GB`, `4GiB`, `1536MiB`, `1500MB`, `100B`), and what
@@ -40,7 +41,6 @@ pub struct ParseByteSizeError {
 enum ParseByteSizeErrorKind {
     Syntax,
     Overflow,
-    Fraction,
 }
 
 impl fmt::Display for ParseByteSizeError {
@@ -53,9 +53,6 @@ impl fmt::Display for ParseByteSizeError {
                  or KiB, MiB, GiB, TiB (powers of 1024); K, M, G, T or KB, MB, GB, TB (powers of 1000)"
             ),
             ParseByteSizeErrorKind::Overflow => write!(f, "size `{text}` does not fit in 64 bits"),
-            ParseByteSizeErrorKind::Fraction => {
-                write!(f, "size `{text}` is not a whole number of bytes")
-            }
         }
     }
 }
@@ -140,7 +137,7 @@ impl FromStr for ByteSize {
         if (whole.is_empty() && fraction.is_empty()) || !digits(whole) || !digits(fraction) {
             return Err(error(ParseByteSizeErrorKind::Syntax));
         }
-        // Exact arithmetic: whole × multiplier + fraction × multiplier / 10^len.
+        // Exact arithmetic: whole × multiplier + ⌈fraction × multiplier / 10^len⌉.
         let overflow = || error(ParseByteSizeErrorKind::Overflow);
         let whole: u128 = if whole.is_empty() {
             0
@@ -152,19 +149,15 @@ impl FromStr for ByteSize {
             .checked_mul(u128::from(multiplier))
             .ok_or_else(overflow)?;
         if !fraction.is_empty() {
-            if fraction.len() > 30 {
-                return Err(error(ParseByteSizeErrorKind::Fraction));
-            }
-            let numerator: u128 = fraction.parse().map_err(|_| overflow())?;
-            let denominator = 10u128.pow(fraction.len() as u32);
-            let scaled = numerator
-                .checked_mul(u128::from(multiplier))
-                .ok_or_else(overflow)?;
-            if scaled % denominator != 0 {
-                return Err(error(ParseByteSizeErrorKind::Fraction));
-            }
+            // Digits past the 24th are below a billionth of a byte of any unit: they only
+            // decide whether to round up.
+            let (kept, rest) = fraction.split_at(fraction.len().min(24));
+            let numerator: u128 = kept.parse().map_err(|_| overflow())?;
+            let denominator = 10u128.pow(kept.len() as u32);
+            let scaled = numerator * u128::from(multiplier);
+            let round_up = !scaled.is_multiple_of(denominator) || !rest.is_empty();
             bytes = bytes
-                .checked_add(scaled / denominator)
+                .checked_add(scaled / denominator + u128::from(round_up))
                 .ok_or_else(overflow)?;
         }
         u64::try_from(bytes).map(ByteSize).map_err(|_| overflow())
@@ -263,7 +256,19 @@ mod tests {
     }
 
     #[test]
-    fn rejects_garbage_fractions_of_a_byte_and_overflow() {
+    fn a_fraction_of_a_byte_rounds_up_as_in_kubernetes() {
+        assert_eq!(size("1.1GiB"), 1_181_116_007);
+        assert_eq!(size("0.5B"), 1);
+        assert_eq!(size("1.0000000000000000000000000001KiB"), 1025);
+        assert_eq!(size("2.50000000000000000000000000000000B"), 3);
+        assert_eq!(
+            size("2.000000000000000000000000000000000000000GB"),
+            2_000_000_000
+        );
+    }
+
+    #[test]
+    fn rejects_garbage_and_overflow() {
         for bad in [
             "",
             "MiB",
@@ -284,12 +289,6 @@ mod tests {
             let error = big.parse::<ByteSize>().unwrap_err();
             assert!(error.to_string().contains("64 bits"), "{big}: {error}");
         }
-        assert!("0.3B"
-            .parse::<ByteSize>()
-            .unwrap_err()
-            .to_string()
-            .contains("whole number"));
-        assert!("1.0000001KiB".parse::<ByteSize>().is_err());
         assert_eq!(size("18446744073709551615"), u64::MAX);
     }
 

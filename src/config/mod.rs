@@ -56,7 +56,8 @@ pub const DEFAULT_NAME: &str = "config/default.toml (embedded)";
 /// needs. A larger input is refused with [`ConfigError::TooLarge`] before it is parsed.
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
-/// The keys every `[pools.NAME.models.KEY]` accepts whatever the policy: the pool reads them.
+/// The keys every `[pools.NAME.models.KEY]` accepts whatever the policy: the pool reads them
+/// (and a policy that declares one of them as a per-model key receives it as well).
 pub const POOL_MODEL_KEYS: [&str; 2] = ["memory", "cold_start"];
 
 /// A loaded, validated configuration.
@@ -628,6 +629,9 @@ impl Config {
         let model_config = model.and_then(|m| config.models.get(m));
         let mut out = Vec::new();
         for key in spec.model_keys(registry) {
+            if POOL_MODEL_KEYS.contains(&key) {
+                continue; // shown below, as the pool reads it
+            }
             if let Some(value) = model_config.and_then(|m| m.params.get(key)) {
                 out.push(ValueInForce {
                     key: key.to_string(),
@@ -932,6 +936,11 @@ impl<'t> Loader<'t> {
                             .map_err(located)?;
                     config.cold_start = Some(value.into_inner());
                 }
+                _ => {}
+            }
+            match name {
+                // The pool's keys; a policy that declares them gets them too.
+                _ if POOL_MODEL_KEYS.contains(&name) && !reads.contains(&name) => {}
                 _ if reads.contains(&name) => {
                     let value = toml::Value::deserialize(ValueDeserializer::from(item.clone()))
                         .map_err(located)?;
