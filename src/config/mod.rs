@@ -19,8 +19,15 @@
 //! min_workers = 1
 //! ```
 //!
-//! Unknown keys are errors, and every error names the file, the line:column and the key path.
-//! See the README for every key and its default.
+//! Unknown keys are errors, and so is a per-model key that the pool's policy does not read
+//! (each policy kind declares its per-model keys in the [`PolicyRegistry`]; `memory` and
+//! `cold_start` are always accepted). Every error names the file, the line:column and the key
+//! path. See the README for every key and its default.
+//!
+//! A loaded [`Config`] builds what it describes: [`Config::pool_builder`] a pool from its
+//! `[pools.NAME]` section, [`Config::scheduler_builder`] the scheduler with the tick and every
+//! policy. [`Config::loader`] reads poolwarden's part of a larger file
+//! ([`ConfigLoader::table`]).
 
 mod build;
 mod error;
