@@ -1,5 +1,5 @@
-//! A policy written outside the library crates, registered by name, selected from TOML, and
-//! shown evicting under a manual clock.
+//! A policy written outside the library crates (`examples/support/learned_keep_alive.rs`),
+//! registered by name, selected from TOML, and shown evicting under a manual clock.
 //!
 //! `learned-keep-alive` learns each key's quiet periods (the time between the key going idle
 //! and its next request) across ticks, and keeps a quiet key's workers only as long as the
@@ -8,126 +8,14 @@
 //!
 //! Run with `cargo run --example custom_policy`.
 
-use std::collections::HashMap;
+#[path = "support/learned_keep_alive.rs"]
+mod learned_keep_alive;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use poolwarden::config::{Config, PolicyRegistry};
-use poolwarden::policies::{EvictionPolicy, EvictionReason, InvalidParameter, Proposal, Snapshot};
-use poolwarden::{Lease, ManualClock, Pool, Scheduler, SpawnError, Worker};
-use serde::Deserialize;
-
-/// Parameters of `learned-keep-alive`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LearnedKeepAliveConfig {
-    /// Which percentile of the observed quiet periods to keep workers for (0, 1].
-    #[serde(default = "default_percentile")]
-    percentile: f64,
-    /// Never keep a quiet key for less than this.
-    #[serde(with = "humantime_serde", default = "default_floor")]
-    floor: Duration,
-    /// Never keep a quiet key for more than this (also the keep-alive before anything is learnt).
-    #[serde(with = "humantime_serde", default = "default_ceiling")]
-    ceiling: Duration,
-}
-
-fn default_percentile() -> f64 {
-    0.9
-}
-fn default_floor() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_ceiling() -> Duration {
-    Duration::from_secs(600)
-}
-
-/// What the policy remembers of one key between ticks.
-#[derive(Default)]
-struct KeyHistory {
-    /// When the key last went quiet, if it is quiet now.
-    quiet_since: Option<Duration>,
-    /// Lengths of past quiet periods that ended in a request.
-    gaps: Vec<Duration>,
-}
-
-struct LearnedKeepAlive {
-    config: LearnedKeepAliveConfig,
-    keys: HashMap<(Arc<str>, Arc<str>), KeyHistory>,
-}
-
-impl LearnedKeepAlive {
-    fn new(config: LearnedKeepAliveConfig) -> Result<Self, InvalidParameter> {
-        if !(config.percentile > 0.0 && config.percentile <= 1.0) {
-            return Err(InvalidParameter::new("percentile", "must be in (0, 1]"));
-        }
-        if config.floor > config.ceiling {
-            return Err(InvalidParameter::new("floor", "must not exceed ceiling"));
-        }
-        Ok(LearnedKeepAlive {
-            config,
-            keys: HashMap::new(),
-        })
-    }
-}
-
-/// How long a quiet key keeps its workers: the configured percentile of its past quiet periods,
-/// clamped to [floor, ceiling]; the ceiling until one has been observed.
-fn keep_alive(config: &LearnedKeepAliveConfig, history: &KeyHistory) -> Duration {
-    if history.gaps.is_empty() {
-        return config.ceiling;
-    }
-    let mut gaps = history.gaps.clone();
-    gaps.sort_unstable();
-    let rank = ((config.percentile * gaps.len() as f64).ceil() as usize).clamp(1, gaps.len());
-    gaps[rank - 1].clamp(config.floor, config.ceiling)
-}
-
-impl EvictionPolicy for LearnedKeepAlive {
-    fn name(&self) -> &str {
-        "learned-keep-alive"
-    }
-
-    fn propose(&mut self, snapshot: &Snapshot<'_>, out: &mut Vec<Proposal>) {
-        for (index, key) in snapshot.governed_keys() {
-            let workers = snapshot.workers_of(key);
-            let pool = snapshot.pool_of(key).name.clone();
-            let history = self.keys.entry((pool, key.key.clone())).or_default();
-            let busy = workers.iter().any(|w| !w.is_idle());
-            let quiet_since = workers.iter().map(|w| w.last_used).max();
-            match (busy, history.quiet_since) {
-                // A request ended a quiet period: learn its length.
-                (true, Some(since)) => {
-                    history.gaps.push(snapshot.now.saturating_sub(since));
-                    history.quiet_since = None;
-                }
-                (false, _) => history.quiet_since = quiet_since,
-                (true, None) => {}
-            }
-            let (Some(since), false) = (history.quiet_since, busy) else {
-                continue;
-            };
-            if snapshot.now.saturating_sub(since) >= keep_alive(&self.config, history) {
-                if let Some(victim) = workers.iter().min_by_key(|w| (w.last_used, w.id)) {
-                    out.push(Proposal::new(
-                        index,
-                        victim.id,
-                        EvictionReason::custom("learned-keep-alive"),
-                    ));
-                }
-            }
-        }
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "learned-keep-alive percentile={} floor={} ceiling={}",
-            self.config.percentile,
-            poolwarden::policies::format_duration(self.config.floor),
-            poolwarden::policies::format_duration(self.config.ceiling)
-        )
-    }
-}
+use poolwarden::{Lease, ManualClock, SpawnError, Worker};
 
 struct Model;
 
@@ -152,11 +40,9 @@ max_workers_per_model = 2
 "#;
 
 fn main() {
-    // 1. Register the kind next to the built-ins.
+    // 1. Register the kind next to the built-ins (`registry.register_with_models`).
     let mut registry = PolicyRegistry::new();
-    registry.register("learned-keep-alive", |config: LearnedKeepAliveConfig| {
-        Ok(Box::new(LearnedKeepAlive::new(config)?) as Box<dyn EvictionPolicy>)
-    });
+    learned_keep_alive::register(&mut registry);
 
     // 2. Operators select it in TOML.
     let config = Config::from_toml(CONFIG, "custom.toml", &registry).unwrap_or_else(|e| {
@@ -165,18 +51,21 @@ fn main() {
     });
     println!("policy: {}", config.policy.describe(&registry));
 
-    // 3. Run it under a manual clock.
+    // 3. Run it under a manual clock, with the pool and scheduler the config describes.
     let clock = Arc::new(ManualClock::new());
-    let pool = Pool::builder("chat", |_key: &str| Ok::<_, SpawnError>(Model))
+    let pool = config
+        .pool_builder("chat", |_key: &str| Ok::<_, SpawnError>(Model))
+        .expect("[pools.chat] is in the config")
         .clock(clock.clone())
-        .max_workers_per_model(config.pools["chat"].max_workers_per_model)
         .build();
-    let scheduler = Scheduler::builder()
+    let scheduler = config
+        .scheduler_builder(&registry)
+        .expect("validated at load")
         .clock(clock.clone())
-        .tick(config.scheduler.tick)
-        .policy(config.default_policy(&registry).expect("validated at load"))
         .build();
-    scheduler.register(&pool);
+    scheduler
+        .register(&pool)
+        .expect("[pools.chat] is in the config");
 
     // A request of 5 s every 40 s for ten minutes, then silence.
     let mut lease: Option<Lease<Model>> = None;

@@ -293,7 +293,8 @@ fn run(args: &Args) -> Result<(), String> {
     let counters = Arc::new(Counters::default());
     let clock: Arc<dyn Clock> = Arc::new(TscClock::new());
     let pools = models::build_pools(&config, &clock, &counters);
-    let scheduler = models::build_scheduler(&config, &registry, probe, &clock, &pools)?;
+    let scheduler = models::build_scheduler(&config, &registry, probe, &clock, &pools)
+        .map_err(|e| e.to_string())?;
     let events = scheduler.subscribe();
 
     println!("config: {}", config.source);

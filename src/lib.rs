@@ -31,7 +31,7 @@ pub use poolwarden_policies::{
 };
 
 pub use clock::{Clock, ManualClock, SystemClock, TscClock};
-pub use config::{Config, ConfigError, PolicyRegistry};
+pub use config::{BuildError, Config, ConfigError, PolicyRegistry};
 pub use pool::{
     AcquireError, Eviction, Lease, ManagedPool, Pool, PoolBuilder, PoolStats, SpawnError,
     SpawnReservation, Worker, WorkerFactory,
@@ -41,3 +41,8 @@ pub use scheduler::{
     EvictionEvent, PrewarmStart, Scheduler, SchedulerBuilder, SchedulerStats, TickReport,
 };
 pub use snapshot_buffer::{DeadWorker, SnapshotBuffer};
+
+/// The README's Rust examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

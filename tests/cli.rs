@@ -1,8 +1,14 @@
 //! The operator CLI contract: `poolwarden check` and `poolwarden simulate`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+#[path = "../examples/support/learned_keep_alive.rs"]
+mod learned_keep_alive;
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use poolwarden::cli::Exit;
+use poolwarden::PolicyRegistry;
 use proptest::prelude::*;
 
 fn poolwarden(args: &[&str]) -> Output {
@@ -11,6 +17,44 @@ fn poolwarden(args: &[&str]) -> Output {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("run poolwarden")
+}
+
+/// Runs the binary with `input` on its standard input and `env` set.
+fn poolwarden_with(args: &[&str], input: &[u8], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_poolwarden"));
+    command
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("run poolwarden");
+    let mut stdin = child.stdin.take().unwrap();
+    // A command that does not read its input may close it first.
+    let _ = stdin.write_all(input);
+    drop(stdin);
+    child.wait_with_output().expect("wait for poolwarden")
+}
+
+/// Runs the CLI in-process with `registry`: (exit, stdout, stderr).
+fn run_in_process(
+    args: &[&str],
+    registry: &PolicyRegistry,
+    input: &[u8],
+) -> (Exit, String, String) {
+    let mut argv = vec!["poolwarden"];
+    argv.extend_from_slice(args);
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let exit = poolwarden::cli::run(argv, registry, &mut &input[..], &mut out, &mut err);
+    (
+        exit,
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(err).unwrap(),
+    )
 }
 
 fn stdout(output: &Output) -> String {
@@ -263,7 +307,7 @@ fn check_rejects_every_malformed_file_with_a_located_message() {
             .trim_start_matches('/')
             .to_string();
         let output = poolwarden(&["check", &name]);
-        assert_eq!(output.status.code(), Some(2), "{name}");
+        assert_eq!(output.status.code(), Some(78), "{name}");
         let err = stderr(&output);
         let first = err.lines().next().unwrap_or_default();
         let prefix = format!("error: {name}:");
@@ -275,15 +319,15 @@ fn check_rejects_every_malformed_file_with_a_located_message() {
         );
     }
     let output = poolwarden(&["check", "/nonexistent/x.toml"]);
-    assert_eq!(output.status.code(), Some(2));
-    assert!(stderr(&output).starts_with("error: /nonexistent/x.toml: "));
+    assert_eq!(output.status.code(), Some(66));
+    assert!(stderr(&output).starts_with("error: /nonexistent/x.toml: cannot read: "));
 }
 
 #[test]
-fn simulate_errors_exit_2_with_a_clear_message() {
+fn simulate_errors_exit_with_their_sysexits_status_and_a_clear_message() {
     let bad_trace = temp_file("bad.csv", b"at,model,duration\n0,m,1\n5,m,oops\n");
     let output = poolwarden(&["simulate", "--trace", bad_trace.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(output.status.code(), Some(65));
     assert!(
         stderr(&output).contains("bad.csv:3: `duration`"),
         "{}",
@@ -291,7 +335,7 @@ fn simulate_errors_exit_2_with_a_clear_message() {
     );
 
     let output = poolwarden(&["simulate", "--policy", "memory-pressure"]);
-    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(output.status.code(), Some(78));
     assert!(
         stderr(&output).contains("needs `limit` in simulation"),
         "{}",
@@ -299,7 +343,7 @@ fn simulate_errors_exit_2_with_a_clear_message() {
     );
 
     let output = poolwarden(&["simulate", "--policy", "lfu"]);
-    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(output.status.code(), Some(64));
     assert!(
         stderr(&output).contains("known kinds"),
         "{}",
@@ -308,7 +352,7 @@ fn simulate_errors_exit_2_with_a_clear_message() {
 
     let pools = temp_file("pools.csv", b"at,model,duration,pool\n0,m,1,vision\n");
     let output = poolwarden(&["simulate", "--trace", pools.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(output.status.code(), Some(65));
     assert!(
         stderr(&output).contains("pool `vision`"),
         "{}",
@@ -316,7 +360,7 @@ fn simulate_errors_exit_2_with_a_clear_message() {
     );
 
     let output = poolwarden(&["simulate", "--tick", "soon"]);
-    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(output.status.code(), Some(64));
 }
 
 #[test]
@@ -401,8 +445,8 @@ proptest! {
             let path = temp_file(&format!("fuzz-{i}.toml"), &contents);
             let output = poolwarden(&["check", path.to_str().unwrap()]);
             let code = output.status.code();
-            prop_assert!(code == Some(0) || code == Some(2), "exit {:?}: {}", code, stderr(&output));
-            if code == Some(2) {
+            prop_assert!(code == Some(0) || code == Some(78), "exit {:?}: {}", code, stderr(&output));
+            if code == Some(78) {
                 let prefix = format!("error: {}:", path.display());
                 prop_assert!(stderr(&output).starts_with(&prefix));
             }
@@ -522,4 +566,352 @@ fn until_stops_the_run_and_windows_align_across_policies() {
         value["policies"][0]["summary"]["idle_worker_seconds"].as_f64(),
         Some(720.0)
     );
+}
+
+#[test]
+fn exit_statuses_follow_sysexits() {
+    let bad_trace = temp_file("bad-row.csv", b"at,model,duration\n0,m,1\n5,m,oops\n");
+    let bad_trace = bad_trace.to_str().unwrap();
+    let cases: [(&[&str], i32, &str); 10] = [
+        (&["frobnicate"], 64, "unrecognized subcommand"),
+        (&["simulate", "--polcy", "noop"], 64, "--polcy"),
+        (
+            &["simulate", "--tick", "0s"],
+            64,
+            "`0s`: must be greater than 0",
+        ),
+        (
+            &["simulate", "--config", "-", "--trace", "-"],
+            64,
+            "standard input (`-`) can be read once",
+        ),
+        (
+            &["check", "/nonexistent/x.toml"],
+            66,
+            "/nonexistent/x.toml: cannot read: ",
+        ),
+        (
+            &["simulate", "--trace", "/nonexistent/t.csv"],
+            66,
+            "/nonexistent/t.csv: cannot read: ",
+        ),
+        (&["simulate", "--trace", bad_trace], 65, "bad-row.csv:3: "),
+        (
+            &["check", "tests/malformed/31-idle-under-keep-alive.toml"],
+            78,
+            "uses keep-alive, which reads `ttl`",
+        ),
+        (
+            &["simulate", "--svg", "/nonexistent/dir/out.svg"],
+            73,
+            "--svg /nonexistent/dir/out.svg: cannot write: ",
+        ),
+        (&["simulate", "--json"], 0, ""),
+    ];
+    for (args, code, message) in cases {
+        let output = poolwarden_with(args, b"", &[]);
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains(message),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        if code != 0 {
+            assert!(stdout(&output).is_empty(), "{args:?}: {}", stdout(&output));
+        }
+    }
+}
+
+#[test]
+fn help_documents_the_exit_statuses() {
+    for args in [
+        &["--help"][..],
+        &["check", "--help"],
+        &["simulate", "--help"],
+    ] {
+        let output = poolwarden(args);
+        assert_eq!(output.status.code(), Some(0), "{args:?}");
+        let text = stdout(&output);
+        for line in [
+            "64  usage",
+            "65  bad data",
+            "66  no input",
+            "73  cannot write",
+            "78  bad configuration",
+        ] {
+            assert!(text.contains(line), "{args:?}: {text}");
+        }
+    }
+}
+
+#[test]
+fn a_zero_tick_is_rejected_on_the_command_line_as_in_toml() {
+    for tick in ["0s", "0ms", "0"] {
+        let output = poolwarden(&["simulate", "--tick", tick]);
+        assert_eq!(output.status.code(), Some(64), "{tick}");
+        assert!(
+            stderr(&output).contains("must be greater than 0"),
+            "{}",
+            stderr(&output)
+        );
+    }
+    let output = poolwarden_with(&["check", "-"], b"[scheduler]\ntick = \"0s\"\n", &[]);
+    assert_eq!(output.status.code(), Some(78));
+    assert!(stderr(&output).contains("`scheduler.tick`: must be greater than 0"));
+}
+
+#[test]
+fn output_paths_are_checked_before_the_run() {
+    let dir = std::env::temp_dir().join(format!("poolwarden-out-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv = dir.join("fresh.csv");
+    let _ = std::fs::remove_file(&csv);
+    // A directory is not a file; the check leaves no empty --csv file behind.
+    let output = poolwarden(&[
+        "simulate",
+        "--csv",
+        csv.to_str().unwrap(),
+        "--svg",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(73), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("is a directory"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(stdout(&output).is_empty());
+    assert!(!csv.exists());
+    // The check does not truncate an existing file.
+    std::fs::write(&csv, "kept").unwrap();
+    let output = poolwarden(&[
+        "simulate",
+        "--csv",
+        csv.to_str().unwrap(),
+        "--svg",
+        "/nonexistent/x.svg",
+    ]);
+    assert_eq!(output.status.code(), Some(73));
+    assert_eq!(std::fs::read_to_string(&csv).unwrap(), "kept");
+}
+
+#[test]
+fn a_dash_reads_the_config_or_the_trace_from_standard_input() {
+    let config = b"[policy]\nkind = \"keep-alive\"\nttl = \"30s\"\n[pools.default]\n";
+    let output = poolwarden_with(&["check", "-"], config, &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).starts_with("<stdin>: ok\n"),
+        "{}",
+        stdout(&output)
+    );
+    assert!(stdout(&output).contains("keep-alive ttl=30s"));
+
+    let output = poolwarden_with(&["check", "-"], b"[pools.x]\nmemory = \"lots\"\n", &[]);
+    assert_eq!(output.status.code(), Some(78));
+    assert!(stderr(&output).starts_with("error: <stdin>:2:10: `pools.x.memory`: "));
+
+    let output = poolwarden_with(&["simulate", "--json", "--config", "-"], config, &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(value["config"], "<stdin>");
+    assert_eq!(value["policies"][0]["policy"], "keep-alive");
+
+    let trace = b"at,model,duration\n0,a,10\n0,a,10\n";
+    let output = poolwarden_with(&["simulate", "--json", "--trace", "-"], trace, &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(value["policies"][0]["summary"]["requests"], 2);
+    assert_eq!(value["policies"][0]["events"][0]["model"], "a");
+}
+
+#[test]
+fn check_shows_each_models_values_in_force_and_where_they_come_from() {
+    let config = br#"
+[policy]
+kind = "gradual-lru"
+step = "30s"
+
+[pools.text]
+memory = "4gb"
+[pools.text.models.llama]
+idle = "5m"
+memory = "16Gi"
+
+[pools.chat.policy]
+kind = "keep-alive"
+"#;
+    let output = poolwarden_with(&["check", "-"], config, &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    for line in [
+        "pool text: max_workers_per_model=4 max_in_flight_per_worker=1 acquire_timeout=30s memory=4GB cold_start=0s",
+        "  model llama: idle=5m (model), step=30s (gradual-lru), min_workers=0 (gradual-lru default), memory=16GiB (model), cold_start=0s (pool)",
+        "  any other model: idle=1m (gradual-lru default), step=30s (gradual-lru), min_workers=0 (gradual-lru default), memory=4GB (pool), cold_start=0s (pool)",
+        "  every model: ttl=5m (keep-alive default), min_workers=0 (keep-alive default), memory=0B (pool), cold_start=0s (pool)",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
+    }
+}
+
+#[test]
+fn check_reads_poolwardens_table_of_a_services_file() {
+    let file = temp_file(
+        "service.toml",
+        b"[server]\nport = 8080\n\n[poolwarden.pools.text]\nmax_workers_per_model = 0\n",
+    );
+    let file = file.to_str().unwrap();
+    let output = poolwarden(&["check", "--table", "poolwarden", file]);
+    assert_eq!(output.status.code(), Some(78));
+    assert_eq!(
+        stderr(&output),
+        format!("error: {file}:5:1: `poolwarden.pools.text.max_workers_per_model`: must be at least 1\n")
+    );
+    let output = poolwarden(&["check", file]);
+    assert_eq!(output.status.code(), Some(78));
+}
+
+#[test]
+fn a_service_runs_the_cli_with_its_own_registry() {
+    let mut registry = PolicyRegistry::new();
+    learned_keep_alive::register(&mut registry);
+    let (exit, out, err) = run_in_process(&["check", "examples/custom_cli.toml"], &registry, b"");
+    assert_eq!(exit, Exit::Success, "{err}");
+    assert!(
+        out.contains("  learned-keep-alive percentile=0.9 floor=20s ceiling=5m\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  model m: percentile=0.9 (learned-keep-alive), floor=20s (learned-keep-alive), ceiling=2m (model), memory=0B (pool), cold_start=0s (pool)\n"),
+        "{out}"
+    );
+
+    let args = [
+        "simulate",
+        "--json",
+        "--config",
+        "examples/custom_cli.toml",
+        "--policy",
+        "learned-keep-alive",
+        "--policy",
+        "gradual-lru",
+    ];
+    let (exit, out, err) = run_in_process(&args, &registry, b"");
+    assert_eq!(exit, Exit::Success, "{err}");
+    let value: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(value["policies"][0]["policy"], "learned-keep-alive");
+    // The model's ceiling of 2m after the workers went quiet at 5:00.
+    assert_eq!(
+        value["policies"][0]["events"][0]["at_secs"].as_f64(),
+        Some(420.0)
+    );
+    assert_eq!(
+        value["policies"][1]["events"][0]["at_secs"].as_f64(),
+        Some(360.0)
+    );
+
+    // The built-in registry does not know the kind.
+    let (exit, _, err) = run_in_process(
+        &["check", "examples/custom_cli.toml"],
+        &PolicyRegistry::new(),
+        b"",
+    );
+    assert_eq!(exit, Exit::BadConfig);
+    assert!(
+        err.contains("unknown policy kind `learned-keep-alive`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_binary_logs_through_rust_log_and_the_simulator_does_not_flood_info() {
+    // No RUST_LOG: info, but the simulated pool and scheduler stay quiet.
+    let output = poolwarden_with(&["simulate"], b"", &[]);
+    assert!(output.status.success());
+    assert_eq!(stderr(&output), "");
+    // RUST_LOG=info: the scheduler's evictions.
+    let output = poolwarden_with(&["simulate"], b"", &[("RUST_LOG", "info")]);
+    assert!(output.status.success());
+    let err = stderr(&output);
+    assert_eq!(
+        err.lines().filter(|l| l.contains("evicted worker")).count(),
+        4,
+        "{err}"
+    );
+    assert!(err.lines().all(|l| l.contains(" INFO ")), "{err}");
+    // RUST_LOG=debug: per-tick accounting too.
+    let output = poolwarden_with(
+        &["simulate", "--until", "10s"],
+        b"",
+        &[("RUST_LOG", "debug")],
+    );
+    assert!(output.status.success());
+    assert!(
+        stderr(&output).contains("MiB accounted"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+/// The `$ poolwarden ...` commands in the README's text blocks, with the lines shown after
+/// each: (command, shown output).
+fn readme_commands() -> Vec<(String, Vec<String>)> {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let mut commands = Vec::new();
+    let mut lines = readme.lines().peekable();
+    while let Some(line) = lines.next() {
+        let Some(command) = line.strip_prefix("$ poolwarden") else {
+            continue;
+        };
+        let mut command = format!("poolwarden{command}");
+        while command.ends_with('\\') {
+            command.pop();
+            command.push(' ');
+            command.push_str(lines.next().unwrap_or_default().trim());
+        }
+        let mut shown = Vec::new();
+        while let Some(next) = lines.peek() {
+            if next.starts_with("```") || next.starts_with("$ ") {
+                break;
+            }
+            shown.push(lines.next().unwrap().to_string());
+        }
+        commands.push((command, shown));
+    }
+    commands
+}
+
+#[test]
+fn every_poolwarden_command_in_the_readme_runs_as_written() {
+    let commands = readme_commands();
+    assert!(commands.len() >= 5, "{commands:?}");
+    for (command, shown) in commands {
+        let args: Vec<&str> = command.split_whitespace().skip(1).collect();
+        let missing = args.iter().find(|a| {
+            a.starts_with("../shared/") && !Path::new(env!("CARGO_MANIFEST_DIR")).join(a).exists()
+        });
+        if let Some(missing) = missing {
+            eprintln!("skipped `{command}`: {missing} is not present");
+            continue;
+        }
+        let output = poolwarden(&args);
+        let expects_error = shown.first().is_some_and(|l| l.starts_with("error: "));
+        if expects_error {
+            assert!(!output.status.success(), "`{command}` succeeded");
+        } else {
+            assert!(output.status.success(), "`{command}`: {}", stderr(&output));
+        }
+        // `check` prints a config's resolution: the README shows it exactly.
+        if args.first() == Some(&"check") {
+            let printed = format!("{}{}", stdout(&output), stderr(&output));
+            let printed: Vec<&str> = printed.lines().collect();
+            assert_eq!(printed, shown, "`{command}`");
+        }
+    }
 }

@@ -62,7 +62,10 @@ fn a_failed_spawn_reaches_the_caller_and_changes_no_accounting() {
     .build();
     let error = pool.acquire("m").unwrap_err();
     assert!(matches!(error, AcquireError::Spawn { .. }), "{error}");
-    assert!(error.to_string().contains("cannot load m"));
+    // The factory's error is the source, printed once by whoever prints the chain.
+    let source = std::error::Error::source(&error).map(|s| s.to_string());
+    assert_eq!(source.as_deref(), Some("cannot load m"));
+    assert!(!error.to_string().contains("cannot load m"), "{error}");
     let stats = pool.stats();
     assert_eq!(
         (stats.spawns, stats.spawn_failures, stats.accounted_bytes),

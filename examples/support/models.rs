@@ -16,9 +16,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use poolwarden::config::{Config, PolicyRegistry, PoolConfig};
+use poolwarden::config::{BuildError, Config, ConfiguredScheduler, PolicyRegistry, PoolConfig};
 use poolwarden::pool::ThreadedWorker;
-use poolwarden::{Clock, MemoryProbe, Pool, Scheduler, SpawnError};
+use poolwarden::{Clock, MemoryProbe, Pool, SpawnError};
 
 /// One inference request: an input, and where the output goes.
 pub struct Request {
@@ -200,8 +200,8 @@ pub fn spawn_model(
     }
 }
 
-/// One pool per `[pools.NAME]` of `config`, on `clock` (the scheduler's), each with its
-/// limits and per-model overrides.
+/// One pool per `[pools.NAME]` of `config`, on `clock` (the scheduler's), each with every key
+/// of its section applied by [`Config::pool_builder`].
 pub fn build_pools(
     config: &Config,
     clock: &Arc<dyn Clock>,
@@ -210,46 +210,37 @@ pub fn build_pools(
     config
         .pools
         .iter()
-        .map(|(name, pool_config)| {
+        .filter_map(|(name, pool_config)| {
             let pool_name = name.clone();
             let specs = pool_config.clone();
             let counters = Arc::clone(counters);
             let factory = move |model: &str| {
                 spawn_model(&pool_name, model, ModelSpec::of(&specs, model), &counters)
             };
-            let mut builder = Pool::builder(name, factory)
-                .clock(Arc::clone(clock))
-                .max_workers_per_model(pool_config.max_workers_per_model)
-                .max_in_flight_per_worker(pool_config.max_in_flight_per_worker)
-                .acquire_timeout(pool_config.acquire_timeout);
-            for (model, model_config) in &pool_config.models {
-                builder = builder.model_overrides(model, model_config.overrides);
-            }
-            (name.clone(), builder.build())
+            // Every name comes from the config, so the pool exists.
+            let builder = config.pool_builder(name, factory).ok()?;
+            Some((name.clone(), builder.clock(Arc::clone(clock)).build()))
         })
         .collect()
 }
 
-/// A scheduler on `clock` with `config`'s tick and default policy, `probe`, and every pool
-/// registered (under its own policy where the config gives it one). Not started.
+/// A scheduler on `clock` with `config`'s tick, default policy and pool policies
+/// ([`Config::scheduler_builder`]), `probe`, and every pool registered (under its own policy
+/// where the config gives it one). Not started.
 pub fn build_scheduler(
     config: &Config,
     registry: &PolicyRegistry,
     probe: Box<dyn MemoryProbe>,
     clock: &Arc<dyn Clock>,
     pools: &[NamedPool],
-) -> Result<Scheduler, String> {
-    let scheduler = Scheduler::builder()
-        .tick(config.scheduler.tick)
+) -> Result<ConfiguredScheduler, BuildError> {
+    let scheduler = config
+        .scheduler_builder(registry)?
         .clock(Arc::clone(clock))
         .probe(probe)
-        .policy(config.policy.build(registry)?)
         .build();
-    for (name, pool) in pools {
-        match config.pools.get(name).and_then(|p| p.policy.as_ref()) {
-            Some(spec) => scheduler.register_with_policy(pool, spec.build(registry)?),
-            None => scheduler.register(pool),
-        }
+    for (_, pool) in pools {
+        scheduler.register(pool)?;
     }
     Ok(scheduler)
 }

@@ -1,24 +1,77 @@
 //! The operator CLI (`poolwarden check`, `poolwarden simulate`), as a library entry point: a
 //! service with its own policies runs it with its own [`PolicyRegistry`] through
-//! [`main_with_registry`]. Exit status: 0 on success, 2 on any error (bad arguments, a bad
-//! config, a bad trace); never a panic on bad input.
+//! [`main_with_registry`], and tests run it in-process with [`run`]. It never panics on bad
+//! input; it exits with a sysexits status ([`Exit`]).
 
-use std::io::{IsTerminal, Write};
+use std::error::Error;
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::config::{Config, ConfigError, PolicyRegistry, PolicySpec, CHAIN};
+use crate::config::{
+    Config, ConfigError, ConfigLoader, PolicyRegistry, PolicySpec, ValueInForce, CHAIN,
+};
 use crate::policies::format_duration;
 use crate::sim::{
     align_windows, memory_limit_of, render_csv, render_svg, render_text_with, simulate,
-    ChartOptions, EventsShown, ServiceModel, SimOptions, SimRun, TextOptions, Trace, TraceFormat,
+    ChartOptions, EventsShown, ServiceModel, SimError, SimOptions, SimRun, TextOptions, Trace,
+    TraceFormat,
 };
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// The exit statuses, from BSD's sysexits.
+const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0   success
+  64  usage: a bad option or argument
+  65  bad data: a malformed trace
+  66  no input: a config or trace file that cannot be read
+  73  cannot write an output file (--csv, --svg) or standard output
+  78  bad configuration";
+
+/// How the command ended: 0, or a sysexits status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Exit {
+    /// 0: success.
+    Success,
+    /// 64 (`EX_USAGE`): a bad option or argument.
+    Usage,
+    /// 65 (`EX_DATAERR`): a malformed trace, or a trace that does not fit the config.
+    BadData,
+    /// 66 (`EX_NOINPUT`): a config or trace file that does not exist or cannot be read.
+    NoInput,
+    /// 73 (`EX_CANTCREAT`): an output file or standard output cannot be written.
+    CannotWrite,
+    /// 78 (`EX_CONFIG`): a bad configuration.
+    BadConfig,
+}
+
+impl Exit {
+    /// The process exit status.
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Success => 0,
+            Exit::Usage => 64,
+            Exit::BadData => 65,
+            Exit::NoInput => 66,
+            Exit::CannotWrite => 73,
+            Exit::BadConfig => 78,
+        }
+    }
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> Self {
+        ExitCode::from(exit.code())
+    }
+}
+
 /// Keeps pools of expensive workers at the right size: check a config, simulate a policy.
 #[derive(Parser, Debug)]
-#[command(name = "poolwarden", version, about)]
+#[command(name = "poolwarden", version, about, after_help = EXIT_STATUS_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -27,35 +80,47 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 #[allow(clippy::large_enum_variant)] // parsed once per process
 enum Command {
-    /// Validate a config file and print what it resolves to.
+    /// Validate a config file and print what it resolves to: each pool with its policy, and
+    /// each model's values in force with where they come from.
+    #[command(after_help = EXIT_STATUS_HELP)]
     Check {
-        /// The TOML file.
+        /// The TOML file, or `-` for standard input.
         file: PathBuf,
+        /// Read poolwarden's config from this table of the file (`poolwarden`,
+        /// `tool.poolwarden`) instead of the whole file.
+        #[arg(long, value_name = "KEY")]
+        table: Option<String>,
     },
     /// Replay a trace against the real scheduler, pools and policies in virtual time.
+    #[command(after_help = EXIT_STATUS_HELP)]
     Simulate(SimulateArgs),
 }
 
 #[derive(clap::Args, Debug)]
 struct SimulateArgs {
-    /// Config file [default: the embedded config/default.toml].
+    /// Config file, or `-` for standard input [default: the embedded config/default.toml].
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Trace file, or `scenario5`; repeat to merge several (one key per file) [default: scenario5].
-    #[arg(long = "trace", value_name = "FILE|scenario5")]
+    /// Read poolwarden's config from this table of the config file (`poolwarden`,
+    /// `tool.poolwarden`) instead of the whole file.
+    #[arg(long, value_name = "KEY")]
+    table: Option<String>,
+    /// Trace file, `-` for standard input, or `scenario5`; repeat to merge several (one key
+    /// per file) [default: scenario5].
+    #[arg(long = "trace", value_name = "FILE|-|scenario5")]
     traces: Vec<String>,
     /// Format of the trace files.
     #[arg(long, value_enum, default_value_t = Format::Native)]
     format: Format,
-    /// Key for an azure-llm trace [default: the file stem].
+    /// Key for an azure-llm trace [default: the file stem; `stdin` for standard input].
     #[arg(long, value_name = "KEY")]
     model: Option<String>,
     /// Replay once per policy kind, side by side; replaces the config's default policy (its
     /// parameters are reused when the config uses the same kind).
     #[arg(long = "policy", value_name = "KIND")]
     policies: Vec<String>,
-    /// Replaces the config's tick, e.g. 60s.
-    #[arg(long, value_name = "DUR", value_parser = duration)]
+    /// Replaces the config's tick, e.g. 60s; greater than 0.
+    #[arg(long, value_name = "DUR", value_parser = tick)]
     tick: Option<Duration>,
     /// Stop the simulation at this virtual time, e.g. 2h.
     #[arg(long, value_name = "DUR", value_parser = duration)]
@@ -104,56 +169,263 @@ fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("`{text}`: {e}"))
 }
 
-/// An error that ends the command with status 2.
-struct Failure(String);
+/// `--tick`: a duration greater than 0, as `tick` in the config.
+fn tick(text: &str) -> Result<Duration, String> {
+    let tick = duration(text)?;
+    if tick.is_zero() {
+        return Err(format!("`{text}`: must be greater than 0"));
+    }
+    Ok(tick)
+}
 
-impl From<ConfigError> for Failure {
-    fn from(e: ConfigError) -> Self {
-        Failure(e.to_string())
+/// An error that ends the command: its status and message.
+struct Failure {
+    exit: Exit,
+    message: String,
+}
+
+impl Failure {
+    fn new(exit: Exit, message: impl Into<String>) -> Self {
+        Failure {
+            exit,
+            message: message.into(),
+        }
+    }
+
+    /// `error`'s message followed by its sources, each once.
+    fn from_error(exit: Exit, error: &dyn Error) -> Self {
+        let mut message = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            let _ = write!(message, ": {cause}");
+            source = cause.source();
+        }
+        Failure { exit, message }
     }
 }
 
-/// Runs the `poolwarden` command on this process's arguments with `registry`, which knows the
-/// built-in policies and any the service registered.
-pub fn main_with_registry(registry: PolicyRegistry) -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
-    };
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    let result = match cli.command {
-        Command::Check { file } => check(&file, &registry, &mut out),
-        Command::Simulate(args) => run_simulate(args, &registry, &mut out),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(Failure(message)) => {
-            let _ = out.flush();
-            eprintln!("error: {message}");
-            ExitCode::from(2)
-        }
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        let exit = match e {
+            ConfigError::Read { .. } => Exit::NoInput,
+            _ => Exit::BadConfig,
+        };
+        Failure::from_error(exit, &e)
+    }
+}
+
+impl From<SimError> for Failure {
+    fn from(e: SimError) -> Self {
+        let exit = match e {
+            SimError::UnknownPool { .. } => Exit::BadData,
+            _ => Exit::BadConfig,
+        };
+        Failure::from_error(exit, &e)
     }
 }
 
 fn write_failed(e: std::io::Error) -> Failure {
-    Failure(format!("cannot write output: {e}"))
+    Failure::new(Exit::CannotWrite, format!("cannot write output: {e}"))
 }
 
-fn check(file: &Path, registry: &PolicyRegistry, out: &mut impl Write) -> Result<(), Failure> {
-    let config = Config::load(file, registry)?;
+/// The name errors give standard input.
+const STDIN_NAME: &str = "<stdin>";
+
+/// Runs the `poolwarden` command on this process's arguments with `registry`, which knows the
+/// built-in policies and any the service registered. It installs a logger first (`RUST_LOG`,
+/// default `info`; during `simulate`, the pool and scheduler log only warnings unless
+/// `RUST_LOG` says otherwise, since thousands of virtual ticks and evictions would flood the
+/// terminal).
+///
+/// ```no_run
+/// fn main() -> std::process::ExitCode {
+///     let mut registry = poolwarden::PolicyRegistry::new();
+///     // registry.register("my-policy", ...);
+///     poolwarden::cli::main_with_registry(registry)
+/// }
+/// ```
+pub fn main_with_registry(registry: PolicyRegistry) -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let simulating = args.get(1).is_some_and(|a| a == "simulate");
+    install_logger(simulating);
+    let options = RunOptions {
+        progress: std::io::stderr().is_terminal(),
+    };
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    run_with(
+        args,
+        &registry,
+        &mut stdin.lock(),
+        &mut stdout.lock(),
+        &mut stderr.lock(),
+        options,
+    )
+    .into()
+}
+
+/// Installs `env_logger` on standard error: `RUST_LOG` when it is set, else `info`, with the
+/// pool and scheduler at `warn` during a simulation. Does nothing if a logger is installed.
+fn install_logger(simulating: bool) {
+    let mut builder = if std::env::var_os("RUST_LOG").is_some_and(|v| !v.is_empty()) {
+        env_logger::Builder::from_env("RUST_LOG")
+    } else {
+        let mut builder = env_logger::Builder::new();
+        builder.filter_level(log::LevelFilter::Info);
+        if simulating {
+            builder
+                .filter_module("poolwarden::pool", log::LevelFilter::Warn)
+                .filter_module("poolwarden::scheduler", log::LevelFilter::Warn);
+        }
+        builder
+    };
+    let _ = builder.target(env_logger::Target::Stderr).try_init();
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct RunOptions {
+    /// Draw a progress bar on the real standard error for long simulations.
+    progress: bool,
+}
+
+/// Runs the `poolwarden` command in-process: `args` as the process would get them (the
+/// program's name first), standard input, output and error given as readers and writers.
+/// Installs no logger and draws no progress bar.
+///
+/// ```
+/// use poolwarden::cli::{run, Exit};
+/// use poolwarden::PolicyRegistry;
+///
+/// let config = b"[pools.text]\nmax_workers_per_model = 0\n";
+/// let (mut out, mut err) = (Vec::new(), Vec::new());
+/// let exit = run(
+///     ["poolwarden", "check", "-"],
+///     &PolicyRegistry::new(),
+///     &mut &config[..],
+///     &mut out,
+///     &mut err,
+/// );
+/// assert_eq!(exit, Exit::BadConfig);
+/// assert_eq!(exit.code(), 78);
+/// assert_eq!(
+///     String::from_utf8(err).unwrap(),
+///     "error: <stdin>:2:1: `pools.text.max_workers_per_model`: must be at least 1\n"
+/// );
+/// ```
+pub fn run<I, T>(
+    args: I,
+    registry: &PolicyRegistry,
+    stdin: &mut dyn Read,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Exit
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    run_with(args, registry, stdin, out, err, RunOptions::default())
+}
+
+fn run_with<I, T>(
+    args: I,
+    registry: &PolicyRegistry,
+    stdin: &mut dyn Read,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    options: RunOptions,
+) -> Exit
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let text = e.render().to_string();
+            return match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                        Ok(()) => Exit::Success,
+                        Err(_) => Exit::CannotWrite,
+                    }
+                }
+                _ => {
+                    let _ = err.write_all(text.as_bytes());
+                    Exit::Usage
+                }
+            };
+        }
+    };
+    let result = match cli.command {
+        Command::Check { file, table } => check(&file, table.as_deref(), registry, stdin, out),
+        Command::Simulate(args) => run_simulate(args, registry, stdin, out, options),
+    };
+    let flushed = out.flush();
+    match result.and_then(|()| flushed.map_err(write_failed)) {
+        Ok(()) => Exit::Success,
+        Err(failure) => {
+            let _ = writeln!(err, "error: {}", failure.message);
+            failure.exit
+        }
+    }
+}
+
+/// Loads the config at `path` (`-`: standard input).
+fn load_config(
+    path: &Path,
+    table: Option<&str>,
+    registry: &PolicyRegistry,
+    stdin: &mut dyn Read,
+) -> Result<Config, Failure> {
+    let mut loader: ConfigLoader<'_> = Config::loader(registry);
+    if let Some(table) = table {
+        loader = loader.table(table);
+    }
+    let config = if path == Path::new("-") {
+        loader.from_reader(stdin, STDIN_NAME)?
+    } else {
+        loader.load(path)?
+    };
+    Ok(config)
+}
+
+fn check(
+    file: &Path,
+    table: Option<&str>,
+    registry: &PolicyRegistry,
+    stdin: &mut dyn Read,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    let config = load_config(file, table, registry, stdin)?;
     write!(out, "{}", describe_config(&config, registry)).map_err(write_failed)
 }
 
 fn indent(text: &str, by: &str) -> String {
     text.lines().map(|l| format!("{by}{l}\n")).collect()
+}
+
+/// `ttl=30s (model), min_workers=0 (keep-alive default), memory=4GiB (pool)`.
+fn describe_values(values: &[ValueInForce]) -> String {
+    let parts: Vec<String> = values
+        .iter()
+        .map(|setting| {
+            let shown: Vec<String> = setting
+                .values
+                .iter()
+                .map(|(value, sources)| {
+                    let sources: Vec<String> = sources.iter().map(|s| s.to_string()).collect();
+                    match value {
+                        Some(value) => format!("{value} ({})", sources.join(", ")),
+                        None => format!("unset ({})", sources.join(", ")),
+                    }
+                })
+                .collect();
+            format!("{}={}", setting.key, shown.join(" / "))
+        })
+        .collect();
+    parts.join(", ")
 }
 
 fn describe_config(config: &Config, registry: &PolicyRegistry) -> String {
@@ -186,23 +458,19 @@ fn describe_config(config: &Config, registry: &PolicyRegistry) -> String {
                 text.push_str(&indent(&config.policy.describe(registry), "    "));
             }
         }
-        for (key, model) in &pool.models {
-            let mut parts = Vec::new();
-            let o = &model.overrides;
-            for (label, value) in [("idle", o.idle), ("step", o.step), ("ttl", o.ttl)] {
-                if let Some(v) = value {
-                    parts.push(format!("{label}={}", format_duration(v)));
-                }
+        // Every model here is in the config, so its values are known.
+        for key in pool.models.keys() {
+            if let Ok(values) = config.values_in_force(name, Some(key), registry) {
+                text.push_str(&format!("  model {key}: {}\n", describe_values(&values)));
             }
-            if let Some(n) = o.min_workers {
-                parts.push(format!("min_workers={n}"));
-            }
-            parts.push(format!("memory={}", model.memory.unwrap_or(pool.memory)));
-            parts.push(format!(
-                "cold_start={}",
-                format_duration(model.cold_start.unwrap_or(pool.cold_start))
-            ));
-            text.push_str(&format!("  model {key}: {}\n", parts.join(" ")));
+        }
+        let other = if pool.models.is_empty() {
+            "every model"
+        } else {
+            "any other model"
+        };
+        if let Ok(values) = config.values_in_force(name, None, registry) {
+            text.push_str(&format!("  {other}: {}\n", describe_values(&values)));
         }
     }
     text
@@ -221,35 +489,147 @@ fn policy_for_kind(
         }
         spec.members.iter().find_map(|m| find(m, kind))
     }
+    let usage = |message: String| Failure::new(Exit::Usage, message);
     let spec =
         match find(&config.policy, kind) {
             Some(spec) => spec.clone(),
-            None if kind == CHAIN => return Err(Failure(
+            None if kind == CHAIN => return Err(usage(
                 "--policy chain needs members: define the chain in the config's [policy] instead"
                     .into(),
             )),
             None => PolicySpec::of_kind(kind),
         };
-    if !registry.kinds().any(|k| k == kind) {
+    if !registry.contains(kind) {
         let known: Vec<&str> = registry.kinds().collect();
-        return Err(Failure(format!(
-            "unknown policy kind `{kind}`; known kinds: {}",
+        return Err(usage(format!(
+            "--policy {kind}: unknown policy kind `{kind}`; known kinds: {}",
             known.join(", ")
         )));
     }
-    spec.build(registry)
-        .map_err(|e| Failure(format!("policy `{kind}`: {e}")))?;
+    spec.build(registry).map_err(|e| {
+        let mut failure = Failure::from_error(Exit::Usage, &e);
+        failure.message = format!(
+            "--policy {kind}: {}; give it parameters in the config's [policy]",
+            failure.message
+        );
+        failure
+    })?;
     Ok(spec)
+}
+
+/// Checks, before a run, that `path` can be written: it is not a directory and can be opened
+/// for writing (a file that did not exist is removed again).
+fn check_writable(flag: &str, path: &Path) -> Result<(), Failure> {
+    let fail = |why: String| {
+        Failure::new(
+            Exit::CannotWrite,
+            format!("{flag} {}: cannot write: {why}", path.display()),
+        )
+    };
+    if path.is_dir() {
+        return Err(fail("is a directory".into()));
+    }
+    let existed = path.exists();
+    match std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+    {
+        Ok(_) => {
+            if !existed {
+                let _ = std::fs::remove_file(path);
+            }
+            Ok(())
+        }
+        Err(e) => Err(fail(e.to_string())),
+    }
+}
+
+/// Reads one trace: `scenario5`, `-` (standard input), or a file.
+fn load_trace(
+    name: &str,
+    format: TraceFormat,
+    model: Option<&str>,
+    service: ServiceModel,
+    stdin: &mut dyn Read,
+) -> Result<Trace, Failure> {
+    if name == "scenario5" {
+        return Ok(Trace::scenario5());
+    }
+    let bad_data = |e: crate::sim::TraceError| Failure::from_error(Exit::BadData, &e);
+    if name == "-" {
+        let mut bytes = Vec::new();
+        stdin
+            .read_to_end(&mut bytes)
+            .map_err(|e| Failure::new(Exit::NoInput, format!("{STDIN_NAME}: cannot read: {e}")))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            Failure::new(
+                Exit::BadData,
+                format!(
+                    "{STDIN_NAME}: not UTF-8: invalid byte at offset {}",
+                    e.utf8_error().valid_up_to()
+                ),
+            )
+        })?;
+        let stem = "stdin";
+        return match format {
+            TraceFormat::Native => Trace::parse_native(&text, STDIN_NAME, stem),
+            TraceFormat::AzureLlm => {
+                Trace::parse_azure(&text, STDIN_NAME, stem, model.unwrap_or(stem), service)
+            }
+        }
+        .map_err(bad_data);
+    }
+    let path = Path::new(name);
+    // A file that cannot be opened is missing input; what it holds is the trace's business.
+    std::fs::File::open(path)
+        .map_err(|e| Failure::new(Exit::NoInput, format!("{name}: cannot read: {e}")))?;
+    Trace::load(path, format, model, service).map_err(bad_data)
 }
 
 fn run_simulate(
     args: SimulateArgs,
     registry: &PolicyRegistry,
-    out: &mut impl Write,
+    stdin: &mut dyn Read,
+    out: &mut dyn Write,
+    options: RunOptions,
 ) -> Result<(), Failure> {
+    let usage = |message: &str| Err(Failure::new(Exit::Usage, message));
+    let trace_args = if args.traces.is_empty() {
+        vec!["scenario5".to_string()]
+    } else {
+        args.traces.clone()
+    };
+    let stdin_uses = trace_args.iter().filter(|t| *t == "-").count()
+        + usize::from(args.config.as_deref() == Some(Path::new("-")));
+    if stdin_uses > 1 {
+        return usage("standard input (`-`) can be read once: give it to one --config or --trace");
+    }
+    if args.model.is_some() && trace_args.iter().filter(|t| *t != "scenario5").count() > 1 {
+        return usage("--model names the key of a single azure-llm trace; with several traces each file's stem is its key");
+    }
+    if args.table.is_some() && args.config.is_none() {
+        return usage("--table needs --config: it names a table of the config file");
+    }
+    // Output paths are checked before the run, which can take minutes.
+    if let Some(path) = &args.csv {
+        check_writable("--csv", path)?;
+    }
+    if let Some(path) = &args.svg {
+        check_writable("--svg", path)?;
+    }
+
     let config = match &args.config {
-        Some(path) => Config::load(path, registry)?,
+        Some(path) => load_config(path, args.table.as_deref(), registry, stdin)?,
         None => Config::embedded_default(registry)?,
+    };
+    let specs: Vec<PolicySpec> = if args.policies.is_empty() {
+        vec![config.policy.clone()]
+    } else {
+        args.policies
+            .iter()
+            .map(|kind| policy_for_kind(&config, kind, registry))
+            .collect::<Result<_, _>>()?
     };
     let format = match args.format {
         Format::Native => TraceFormat::Native,
@@ -259,43 +639,25 @@ fn run_simulate(
         prefill_per_token: args.prefill_per_token,
         decode_per_token: args.decode_per_token,
     };
-    let trace_args = if args.traces.is_empty() {
-        vec!["scenario5".to_string()]
-    } else {
-        args.traces.clone()
-    };
-    if args.model.is_some() && trace_args.iter().filter(|t| *t != "scenario5").count() > 1 {
-        return Err(Failure(
-            "--model names the key of a single azure-llm trace; with several traces each file's stem is its key".into(),
-        ));
-    }
     let mut traces = Vec::new();
     for name in &trace_args {
-        if name == "scenario5" {
-            traces.push(Trace::scenario5());
-        } else {
-            let trace = Trace::load(Path::new(name), format, args.model.as_deref(), service)
-                .map_err(|e| Failure(e.to_string()))?;
-            traces.push(trace);
-        }
+        traces.push(load_trace(
+            name,
+            format,
+            args.model.as_deref(),
+            service,
+            stdin,
+        )?);
     }
     let trace = Trace::merge(traces);
 
-    let specs: Vec<PolicySpec> = if args.policies.is_empty() {
-        vec![config.policy.clone()]
-    } else {
-        args.policies
-            .iter()
-            .map(|kind| policy_for_kind(&config, kind, registry))
-            .collect::<Result<_, _>>()?
-    };
-    let options = SimOptions {
+    let options_sim = SimOptions {
         tick: args.tick,
         until: args.until,
         horizon: None,
     };
 
-    let bar = (std::io::stderr().is_terminal() && trace.requests.len() >= 1000).then(|| {
+    let bar = (options.progress && trace.requests.len() >= 1000).then(|| {
         let bar = indicatif::ProgressBar::new((trace.requests.len() * specs.len()) as u64);
         bar.set_style(
             indicatif::ProgressStyle::with_template("{msg:>16} [{bar:40}] {pos}/{len} requests")
@@ -314,8 +676,14 @@ fn run_simulate(
         if let Some(bar) = &bar {
             bar.set_message(spec.kind.clone());
         }
-        let run = simulate(&config, registry, spec, &trace, &options, Some(&mut report))
-            .map_err(|e| Failure(e.to_string()))?;
+        let run = simulate(
+            &config,
+            registry,
+            spec,
+            &trace,
+            &options_sim,
+            Some(&mut report),
+        )?;
         runs.push(run);
     }
     if let Some(bar) = bar {
@@ -324,8 +692,12 @@ fn run_simulate(
     align_windows(&mut runs);
 
     if let Some(path) = &args.csv {
-        std::fs::write(path, render_csv(&runs))
-            .map_err(|e| Failure(format!("{}: {e}", path.display())))?;
+        std::fs::write(path, render_csv(&runs)).map_err(|e| {
+            Failure::new(
+                Exit::CannotWrite,
+                format!("--csv {}: cannot write: {e}", path.display()),
+            )
+        })?;
     }
     if let Some(path) = &args.svg {
         render_svg(
@@ -338,7 +710,7 @@ fn run_simulate(
                 ..ChartOptions::default()
             },
         )
-        .map_err(|e| Failure(e.to_string()))?;
+        .map_err(|e| Failure::from_error(Exit::CannotWrite, &e))?;
     }
     if args.json {
         let value = serde_json::json!({

@@ -47,7 +47,8 @@ pub(crate) fn render(path: &[Seg<'_>]) -> String {
     out
 }
 
-/// The value at `path` under `table`.
+/// The value at `path` under `table` (each step a map lookup, not a scan: a config with
+/// thousands of pools stays linear).
 pub(crate) fn value_at<'a, 'i>(
     table: &'a DeTable<'i>,
     path: &[Seg<'_>],
@@ -56,16 +57,10 @@ pub(crate) fn value_at<'a, 'i>(
     let Seg::Key(first) = first else {
         return None;
     };
-    let mut current = table
-        .iter()
-        .find(|(k, _)| k.get_ref() == first)
-        .map(|(_, v)| v)?;
+    let mut current = table.get(*first)?;
     for seg in rest {
         current = match (seg, current.get_ref()) {
-            (Seg::Key(k), DeValue::Table(t)) => t
-                .iter()
-                .find(|(key, _)| key.get_ref() == k)
-                .map(|(_, v)| v)?,
+            (Seg::Key(k), DeValue::Table(t)) => t.get(*k)?,
             (Seg::Index(i), DeValue::Array(a)) => a.get(*i)?,
             _ => return None,
         };
@@ -81,17 +76,13 @@ pub(crate) fn key_span(
     key: &str,
 ) -> Option<std::ops::Range<usize>> {
     let holder = if path.is_empty() {
-        return table
-            .iter()
-            .find(|(k, _)| k.get_ref() == key)
-            .map(|(k, _)| k.span());
+        return table.get_key_value(key).map(|(k, _)| k.span());
     } else {
         value_at(table, path)?
     };
     match holder.get_ref() {
         DeValue::Table(t) => t
-            .iter()
-            .find(|(k, _)| k.get_ref() == key)
+            .get_key_value(key)
             .map(|(k, _)| k.span())
             .or_else(|| Some(holder.span())),
         _ => Some(holder.span()),

@@ -7,8 +7,9 @@ use super::worker::SpawnError;
 /// Why [`crate::Pool::acquire`] returned no lease.
 #[derive(Debug, thiserror::Error)]
 pub enum AcquireError {
-    /// The factory failed to create a worker; the pool's accounting is unchanged.
-    #[error("spawning a worker for `{key}` failed: {source}")]
+    /// The factory failed to create a worker; the pool's accounting is unchanged. The
+    /// factory's error is the [`source`](std::error::Error::source), not part of the message.
+    #[error("spawning a worker for `{key}` failed")]
     Spawn {
         /// The key.
         key: String,

@@ -11,7 +11,7 @@ use poolwarden_policies::{MemoryReading, WorkerId};
 use super::report::{describe_parameters, SimEvent, SimRun, Summary, TimelinePoint};
 use super::trace::Trace;
 use crate::clock::{to_nanos, ManualClock};
-use crate::config::{Config, PolicyRegistry, PolicySpec, CHAIN};
+use crate::config::{BuildError, Config, PolicyRegistry, PolicyScope, PolicySpec, CHAIN};
 use crate::pool::{Lease, Pool, SpawnError, SpawnReservation, Worker};
 use crate::probe::MemoryProbe;
 use crate::scheduler::Scheduler;
@@ -48,13 +48,8 @@ pub enum SimError {
         where_: String,
     },
     /// A policy could not be built.
-    #[error("policy `{kind}`: {message}")]
-    Policy {
-        /// Its kind.
-        kind: String,
-        /// Why.
-        message: String,
-    },
+    #[error(transparent)]
+    Policy(#[from] BuildError),
 }
 
 /// How to run a simulation.
@@ -237,11 +232,10 @@ impl<'a> Engine<'a> {
             .tick
             .unwrap_or(config.scheduler.tick)
             .max(Duration::from_millis(1));
-        let build = |spec: &PolicySpec| {
-            spec.build(registry).map_err(|message| SimError::Policy {
-                kind: spec.kind.clone(),
-                message,
-            })
+        let build = |spec: &PolicySpec, scope: PolicyScope<'_>| {
+            config
+                .policy_instance(spec, scope, registry)
+                .map_err(SimError::Policy)
         };
 
         let mut pools = Vec::new();
@@ -265,10 +259,16 @@ impl<'a> Engine<'a> {
             pool_index.insert(name.as_str(), pools.len());
             pools.push(builder.build());
             pool_names.push(name.clone());
-            own_policies.push(pool_config.policy.as_ref().map(build).transpose()?);
+            own_policies.push(
+                pool_config
+                    .policy
+                    .as_ref()
+                    .map(|spec| build(spec, PolicyScope::Pool(name)))
+                    .transpose()?,
+            );
         }
 
-        let default_policy = build(policy)?;
+        let default_policy = build(policy, PolicyScope::Default)?;
         let parameters = describe_parameters(default_policy.as_ref(), policy);
         let mut builder = Scheduler::builder()
             .clock(clock.clone())
