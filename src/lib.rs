@@ -18,6 +18,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+mod metrics;
 pub mod pool;
 pub mod probe;
 pub mod scheduler;

@@ -18,6 +18,7 @@ enum State<W: Worker> {
     Start,
     Waiting {
         waiter: Arc<Waiter<W>>,
+        queued_at: Instant,
         deadline: Option<Instant>,
         timer: Option<u64>,
         /// An async load this request started and drives while it waits.
@@ -81,7 +82,8 @@ impl<W: Worker> Future for Acquire<'_, W> {
                         this.state = State::Done;
                         return Poll::Ready(Ok(lease));
                     }
-                    let deadline = Instant::now().checked_add(inner.acquire_timeout());
+                    let queued_at = Instant::now();
+                    let deadline = queued_at.checked_add(inner.acquire_timeout());
                     match inner.enqueue(this.key, Wake::Task(cx.waker().clone())) {
                         Err(error) => {
                             this.state = State::Done;
@@ -100,6 +102,7 @@ impl<W: Worker> Future for Acquire<'_, W> {
                             let timer = deadline.map(|d| inner.timer.schedule(d, cx.waker()));
                             this.state = State::Waiting {
                                 waiter,
+                                queued_at,
                                 deadline,
                                 timer,
                                 load,
@@ -109,6 +112,7 @@ impl<W: Worker> Future for Acquire<'_, W> {
                 }
                 State::Waiting {
                     waiter,
+                    queued_at,
                     deadline,
                     timer,
                     load,
@@ -119,6 +123,7 @@ impl<W: Worker> Future for Acquire<'_, W> {
                         }
                     }
                     if let Some(outcome) = waiter.take() {
+                        crate::metrics::acquire_waited(&inner.name, queued_at.elapsed());
                         this.wind_up();
                         return Poll::Ready(settle(outcome));
                     }

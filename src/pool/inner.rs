@@ -134,9 +134,12 @@ impl<W: Worker> PoolInner<W> {
             &mut after.wakes,
             &mut after.leftovers,
         );
-        self.counters
-            .cold_starts
-            .fetch_add(cold_starts, Ordering::Relaxed);
+        if cold_starts > 0 {
+            self.counters
+                .cold_starts
+                .fetch_add(cold_starts, Ordering::Relaxed);
+            crate::metrics::cold_starts(&self.name, &entry.name, cold_starts);
+        }
         after
             .tickets
             .extend(entry.spawns[before..before + started].iter().map(|t| t.id));
@@ -229,6 +232,7 @@ impl<W: Worker> PoolInner<W> {
             self.counters
                 .acquire_timeouts
                 .fetch_add(1, Ordering::Relaxed);
+            crate::metrics::acquire_timeout(&self.name, key);
         }
         outcome
     }
@@ -359,6 +363,7 @@ impl<W: Worker> PoolInner<W> {
             self.pump(entry, &mut after);
         });
         if let Some(note) = failure_note {
+            crate::metrics::spawn_failed(&self.name, key);
             log::warn!("pool {}: loading `{key}` failed: {note}", self.name);
         }
         if let Some(Ok(Ok(worker))) = result {
@@ -417,6 +422,21 @@ impl<W: Worker> PoolInner<W> {
         self.observed_load_nanos
             .store(mean.max(1), Ordering::Relaxed);
         entry.workers.push(Arc::clone(&cell));
+        crate::metrics::spawned(
+            &self.name,
+            &entry.name,
+            Duration::from_nanos(took),
+            ticket.prewarm,
+        );
+        log::info!(
+            "pool {}: loaded worker {} of `{}`{} in {}, {}",
+            self.name,
+            id,
+            entry.name,
+            if ticket.prewarm { " (pre-warm)" } else { "" },
+            poolwarden_policies::format_duration(Duration::from_millis(took / 1_000_000)),
+            poolwarden_policies::ByteSize(memory)
+        );
         cell
     }
 
@@ -465,6 +485,7 @@ impl<W: Worker> PoolInner<W> {
             .unwrap_or_else(|e| e.into_inner())
             .entry(reason.clone())
             .or_insert(0) += 1;
+        crate::metrics::evicted(&self.name, reason.as_str());
         self.settle(&name, after);
         let idle_for = Duration::from_nanos(
             to_nanos(now).saturating_sub(cell.last_used_nanos().min(to_nanos(now))),
@@ -503,6 +524,7 @@ impl<W: Worker> PoolInner<W> {
             }
             self.pump(entry, &mut after);
         });
+        crate::metrics::spawn_failed(&self.name, key);
         log::warn!(
             "pool {}: loading `{key}` took longer than spawn_timeout ({:?}); counted as failed",
             self.name,

@@ -369,7 +369,8 @@ impl<W: Worker> Pool<W> {
             return Ok(lease);
         }
         let timeout = self.inner.acquire_timeout();
-        let deadline = Instant::now().checked_add(timeout);
+        let queued_at = Instant::now();
+        let deadline = queued_at.checked_add(timeout);
         let (waiter, tickets) = match self
             .inner
             .enqueue(key, Wake::Thread(crate::sync::current_thread()))?
@@ -385,6 +386,7 @@ impl<W: Worker> Pool<W> {
         }
         loop {
             if let Some(outcome) = waiter.take() {
+                crate::metrics::acquire_waited(&self.inner.name, queued_at.elapsed());
                 return finish(&self.inner, outcome);
             }
             let now = Instant::now();
