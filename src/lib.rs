@@ -14,6 +14,7 @@
 //! Policies propose, the pool enforces, the scheduler acts.
 #![warn(missing_docs)]
 
+pub mod budget;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod clock;
@@ -31,11 +32,12 @@ pub use poolwarden_policies::{
     EvictionPolicy, EvictionReason, KeyId, Prewarm, Proposal, Snapshot, WorkerId,
 };
 
+pub use budget::{Budget, BudgetBuilder, BudgetStats};
 pub use clock::{Clock, ManualClock, SystemClock, TscClock};
 pub use config::{BuildError, Config, ConfigError, PolicyRegistry};
 pub use pool::{
-    AcquireError, Eviction, Lease, ManagedPool, Pool, PoolBuilder, PoolStats, SpawnError,
-    SpawnReservation, Worker, WorkerFactory,
+    AcquireError, Eviction, Lease, ManagedPool, Pool, PoolBuilder, PoolStats, ReserveRefusal,
+    SpawnError, SpawnReservation, Worker, WorkerFactory,
 };
 pub use probe::{FixedProbe, MemoryProbe, MemoryReading, SysinfoProbe};
 pub use scheduler::{

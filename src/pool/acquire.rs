@@ -93,12 +93,8 @@ impl<W: Worker> Future for Acquire<'_, W> {
                             this.state = State::Done;
                             return Poll::Ready(Ok(lease));
                         }
-                        Ok(Enqueued::Waiting { waiter, tickets }) => {
-                            let load = if tickets.is_empty() {
-                                None
-                            } else {
-                                inner.start_loads(&Arc::from(this.key), &tickets, true)
-                            };
+                        Ok(Enqueued::Waiting { waiter, key, after }) => {
+                            let load = inner.launch(&key, after, true);
                             let timer = deadline.map(|d| inner.timer.schedule(d, cx.waker()));
                             this.state = State::Waiting {
                                 waiter,
@@ -129,14 +125,15 @@ impl<W: Worker> Future for Acquire<'_, W> {
                     }
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         let waiter = Arc::clone(waiter);
-                        let outcome = inner.give_up(this.key, &waiter, true);
+                        let gave_up = inner.give_up(this.key, &waiter, true);
                         this.wind_up();
-                        return Poll::Ready(match outcome {
+                        return Poll::Ready(match gave_up.outcome {
                             Some(outcome) => settle(outcome),
-                            None => Err(AcquireError::Timeout {
-                                key: this.key.to_string(),
-                                waited: inner.acquire_timeout(),
-                            }),
+                            None => Err(inner.timeout_error(
+                                this.key,
+                                inner.acquire_timeout(),
+                                gave_up.for_memory,
+                            )),
                         });
                     }
                     waiter.update_waker(cx.waker());
@@ -159,7 +156,7 @@ impl<W: Worker> Drop for Acquire<'_, W> {
             let waiter = Arc::clone(waiter);
             // Out of the queue first: nothing can be granted to it after this. A lease granted
             // just before is dropped here, which hands it to the next waiter.
-            drop(self.pool.inner.give_up(self.key, &waiter, false));
+            drop(self.pool.inner.give_up(self.key, &waiter, false).outcome);
         }
         self.wind_up();
     }

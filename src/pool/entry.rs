@@ -30,8 +30,10 @@ pub(crate) struct SpawnTicket<W: Worker> {
     pub(crate) prewarm: bool,
     /// The waiter whose arrival called for it: told if it fails.
     pub(crate) trigger: Option<Weak<Waiter<W>>>,
+    /// Whether it may load: always without a budget; with one, once the budget admitted it
+    /// (until then it waits for memory, and `started` is when it was admitted).
+    pub(crate) admitted: bool,
     /// Bytes reserved for it on the pool's memory budget (0 without a budget).
-    #[allow(dead_code)] // admission
     pub(crate) reserved_bytes: u64,
 }
 
@@ -72,6 +74,8 @@ pub(crate) struct KeyEntry<W: Worker> {
 pub(crate) struct Limits {
     pub(crate) max_in_flight: u32,
     pub(crate) max_workers: usize,
+    /// Whether spawns need a memory budget's admission before they load.
+    pub(crate) budgeted: bool,
 }
 
 impl<W: Worker> KeyEntry<W> {
@@ -105,6 +109,11 @@ impl<W: Worker> KeyEntry<W> {
         } else {
             0
         }
+    }
+
+    /// Whether one of its spawns waits for memory.
+    pub(crate) fn waits_for_memory(&self) -> bool {
+        self.spawns.iter().any(|t| !t.admitted)
     }
 
     /// A lease on the ready worker with spare capacity that has the fewest requests in flight
@@ -145,7 +154,9 @@ impl<W: Worker> KeyEntry<W> {
     /// grants free capacity to the oldest waiters, and reserves the spawns the rest need: each
     /// spawn in progress counts for `max_in_flight` waiters, within `max_workers`. Wakes go to
     /// `wakes` (to be woken with no lock held); the new spawn tickets are appended to
-    /// `self.spawns` for the caller to start. Returns (spawns started, cold starts granted).
+    /// `self.spawns` for the caller to start (or to ask the budget for). Spawns still waiting
+    /// for memory that the queue no longer needs (their requests gave up) are dropped into
+    /// `withdrawn`. Returns (spawns started, cold starts granted).
     pub(crate) fn pump(
         &mut self,
         limits: &Limits,
@@ -153,6 +164,7 @@ impl<W: Worker> KeyEntry<W> {
         now: Duration,
         wakes: &mut Vec<Wake>,
         leftovers: &mut Vec<Outcome<W>>,
+        withdrawn: &mut Vec<SpawnTicket<W>>,
     ) -> (usize, u64) {
         let mut cold_starts = 0;
         if !self.waiters.is_empty() && !self.flagged {
@@ -181,8 +193,17 @@ impl<W: Worker> KeyEntry<W> {
                 Err(outcome) => leftovers.push(outcome),
             }
         }
+        let per_spawn = limits.max_in_flight as usize;
+        // Spawns waiting for memory beyond what the queue needs now are withdrawn.
+        let wanted = self.waiters.len().div_ceil(per_spawn);
+        while self.spawns.len() > wanted {
+            let Some(position) = self.spawns.iter().rposition(|t| !t.admitted && !t.prewarm) else {
+                break;
+            };
+            withdrawn.push(self.spawns.remove(position));
+        }
         let mut started = 0;
-        let capacity = self.spawns.len() * limits.max_in_flight as usize;
+        let capacity = self.spawns.len() * per_spawn;
         let mut needed = self.waiters.len().saturating_sub(capacity);
         while needed > 0 && self.workers.len() + self.spawns.len() < limits.max_workers {
             self.spawns.push(SpawnTicket {
@@ -190,10 +211,11 @@ impl<W: Worker> KeyEntry<W> {
                 started: now,
                 prewarm: false,
                 trigger: self.waiters.back().map(Arc::downgrade),
+                admitted: !limits.budgeted,
                 reserved_bytes: 0,
             });
             started += 1;
-            needed = needed.saturating_sub(limits.max_in_flight as usize);
+            needed = needed.saturating_sub(per_spawn);
         }
         if self.waiters.is_empty() && self.flagged {
             self.flagged = false;

@@ -40,6 +40,20 @@ pub enum AcquireError {
         /// The pool's `spawn_timeout`.
         after: Duration,
     },
+    /// No memory for the worker this request needed: its footprint did not fit its pool's
+    /// memory budget within `acquire_timeout` (the idle workers that admission may evict did
+    /// not make room), or it is bigger than the budget's whole limit (then it fails at once).
+    #[error("no memory for `{key}`: a worker needs {} and budget `{budget}` has {} free", poolwarden_policies::ByteSize(*needed), poolwarden_policies::ByteSize(*free))]
+    NoMemory {
+        /// The key.
+        key: String,
+        /// The worker's footprint, in bytes.
+        needed: u64,
+        /// The budget.
+        budget: String,
+        /// Its free bytes when the request failed.
+        free: u64,
+    },
     /// The pool was closed ([`crate::Pool::close`]) or dropped.
     #[error("pool `{pool}` is closed")]
     Closed {

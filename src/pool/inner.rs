@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use poolwarden_policies::{EvictionReason, KeyId, ModelOverrides, WorkerId};
 
-use super::cell::{CellState, WorkerCell};
+use super::cell::{CellState, WorkerCell, BUDGET_WAITERS};
 use super::entry::{KeyEntry, Limits, SpawnTicket, NO_TIME};
 use super::error::AcquireError;
 use super::key_map::KeyMap;
@@ -17,8 +17,12 @@ use super::timer::Timer;
 use super::waiter::{Outcome, Waiter, Wake};
 use super::worker::Worker;
 use super::Eviction;
+use crate::budget::{Budget, Request};
 use crate::clock::to_nanos;
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
+
+/// A footprint computed from the key, in bytes.
+pub(crate) type Footprint = Box<dyn Fn(&str) -> u64 + Send + Sync>;
 
 /// Pool-wide counters.
 #[derive(Default)]
@@ -64,24 +68,47 @@ pub(crate) struct PoolInner<W: Worker> {
     pub(crate) evictions: Mutex<BTreeMap<EvictionReason, u64>>,
     pub(crate) closed: AtomicBool,
     pub(crate) tick_scratch: Mutex<TickScratch>,
+    /// The memory budget the pool's spawns are admitted against, and the pool's registration
+    /// number in it.
+    pub(crate) budget: Option<(Budget, usize)>,
+    /// Footprints known before a load: per model, else the pool's, else `footprint(key)`.
+    pub(crate) memory: u64,
+    pub(crate) model_memory: Vec<(Arc<str>, u64)>,
+    pub(crate) footprint: Option<Footprint>,
+    /// The floor below which admission never takes a key's workers, for keys without their own
+    /// `min_workers` override.
+    pub(crate) min_workers: usize,
+    /// Evictions made by admission (between ticks), for the scheduler to publish: the most
+    /// recent [`ADMISSION_LOG`] with their times.
+    pub(crate) admission_log: Mutex<std::collections::VecDeque<(Duration, Eviction)>>,
 }
+
+/// How many admission evictions a pool keeps for the scheduler to publish at its next tick (older
+/// ones are dropped).
+pub const ADMISSION_LOG: usize = 4096;
 
 /// Where a request stands after joining its key's waiting room.
 pub(crate) enum Enqueued<W: Worker> {
     /// Served at once (nobody was waiting and a worker had room).
     Served(Lease<W>),
-    /// Queued; these spawn tickets were reserved for the queue and must be started.
+    /// Queued; what the queue's pump left (spawns to start) goes to [`PoolInner::launch`].
     Waiting {
         waiter: Arc<Waiter<W>>,
-        tickets: Vec<u64>,
+        key: Arc<str>,
+        after: AfterLock<W>,
     },
 }
 
-/// Wakes and leases to hand out once the shard lock is released.
+/// Wakes, leases and spawns to hand out once the shard lock is released.
 pub(crate) struct AfterLock<W: Worker> {
     pub(crate) wakes: Vec<Wake>,
     pub(crate) leftovers: Vec<Outcome<W>>,
+    /// New spawn tickets: to start, or (with a budget) to ask admission for.
     pub(crate) tickets: Vec<u64>,
+    /// Spawn tickets still waiting for memory that the queue no longer needs.
+    pub(crate) withdrawn: Vec<SpawnTicket<W>>,
+    /// Bytes of reservations to give back to the budget.
+    pub(crate) give_back: u64,
 }
 
 impl<W: Worker> AfterLock<W> {
@@ -90,6 +117,8 @@ impl<W: Worker> AfterLock<W> {
             wakes: Vec::new(),
             leftovers: Vec::new(),
             tickets: Vec::new(),
+            withdrawn: Vec::new(),
+            give_back: 0,
         }
     }
 }
@@ -99,7 +128,29 @@ impl<W: Worker> PoolInner<W> {
         Limits {
             max_in_flight: self.max_in_flight_per_worker,
             max_workers: self.max_workers_per_model.load(Ordering::Relaxed),
+            budgeted: self.budget.is_some(),
         }
+    }
+
+    /// The footprint of a worker of `key`, known before it loads.
+    pub(crate) fn footprint_of(&self, key: &str) -> u64 {
+        if let Some((_, bytes)) = self.model_memory.iter().find(|(k, _)| &**k == key) {
+            return *bytes;
+        }
+        if self.memory > 0 {
+            return self.memory;
+        }
+        self.footprint.as_ref().map_or(0, |f| f(key))
+    }
+
+    /// The floor admission leaves `entry`'s workers at.
+    pub(crate) fn min_workers_of(&self, entry: &KeyEntry<W>) -> usize {
+        entry
+            .overrides
+            .checked_sub(1)
+            .and_then(|i| self.overrides.get(i))
+            .and_then(|(_, o)| o.min_workers)
+            .unwrap_or(self.min_workers)
     }
 
     pub(crate) fn now(&self) -> Duration {
@@ -126,14 +177,20 @@ impl<W: Worker> PoolInner<W> {
 
     /// Serves the key's waiting room after a change (see [`KeyEntry::pump`]).
     fn pump(&self, entry: &mut KeyEntry<W>, after: &mut AfterLock<W>) {
-        let before = entry.spawns.len();
+        let withdrawn_before = after.withdrawn.len();
         let (started, cold_starts) = entry.pump(
             &self.limits(),
             &self.next_ticket,
             self.now(),
             &mut after.wakes,
             &mut after.leftovers,
+            &mut after.withdrawn,
         );
+        let before = entry.spawns.len() - started;
+        after.give_back += after.withdrawn[withdrawn_before..]
+            .iter()
+            .map(|t| t.reserved_bytes)
+            .sum::<u64>();
         if cold_starts > 0 {
             self.counters
                 .cold_starts
@@ -145,14 +202,127 @@ impl<W: Worker> PoolInner<W> {
             .extend(entry.spawns[before..before + started].iter().map(|t| t.id));
     }
 
-    /// Runs what a locked section left: wakes, stray leases, and loads to start.
+    /// Runs what a locked section left: wakes, stray leases, and loads to start (with a
+    /// budget: admission to ask for, and withdrawn spawns to forget).
     pub(crate) fn settle(self: &Arc<Self>, key: &Arc<str>, after: AfterLock<W>) {
-        after.wakes.into_iter().for_each(Wake::wake);
-        drop(after.leftovers);
-        if !after.tickets.is_empty() {
-            if let Some(task) = self.start_loads(key, &after.tickets, false) {
-                task.detach(&self.thread_name("load"), self.spawner.as_ref());
+        if let Some(task) = self.launch(key, after, false) {
+            task.detach(&self.thread_name("load"), self.spawner.as_ref());
+        }
+    }
+
+    /// [`PoolInner::settle`], returning the first async load for the caller to drive when
+    /// `adopt` (and the pool has no budget: admitted loads start wherever admission happens).
+    pub(crate) fn launch(
+        self: &Arc<Self>,
+        key: &Arc<str>,
+        after: AfterLock<W>,
+        adopt: bool,
+    ) -> Option<LoadTask<W>> {
+        let mut after = after;
+        loop {
+            std::mem::take(&mut after.wakes)
+                .into_iter()
+                .for_each(Wake::wake);
+            drop(std::mem::take(&mut after.leftovers));
+            let Some((budget, member)) = &self.budget else {
+                return if after.tickets.is_empty() {
+                    None
+                } else {
+                    self.start_loads(key, &after.tickets, adopt)
+                };
+            };
+            for ticket in std::mem::take(&mut after.withdrawn) {
+                if !ticket.admitted {
+                    budget.withdraw(*member, key, ticket.id);
+                }
             }
+            budget.give_back(std::mem::take(&mut after.give_back));
+            let tickets = std::mem::take(&mut after.tickets);
+            let bytes = self.footprint_of(key);
+            let mut refused = AfterLock::new();
+            for ticket in tickets {
+                if let Request::TooBig { free } =
+                    budget.request(*member, Arc::clone(key), ticket, bytes)
+                {
+                    self.refuse_spawn(key, ticket, bytes, free, &mut refused);
+                }
+            }
+            if refused.wakes.is_empty()
+                && refused.tickets.is_empty()
+                && refused.withdrawn.is_empty()
+            {
+                return None;
+            }
+            after = refused;
+        }
+    }
+
+    /// A spawn bigger than the budget's whole limit: it fails at once, and so does the request
+    /// that called for it.
+    fn refuse_spawn(
+        self: &Arc<Self>,
+        key: &Arc<str>,
+        ticket: u64,
+        needed: u64,
+        free: u64,
+        after: &mut AfterLock<W>,
+    ) {
+        let Some((budget, _)) = &self.budget else {
+            return;
+        };
+        let mut failed = None;
+        self.map.write(key, |entry| {
+            let Some(position) = entry.spawns.iter().position(|t| t.id == ticket) else {
+                return;
+            };
+            let ticket = entry.spawns.remove(position);
+            if let Some(trigger) = ticket.trigger.as_ref().and_then(|t| t.upgrade()) {
+                if entry.remove_waiter(&trigger) {
+                    entry.arrivals.fetch_add(1, Ordering::AcqRel);
+                    failed = Some(trigger);
+                }
+            }
+            self.pump(entry, after);
+        });
+        log::warn!(
+            "pool {}: a worker of `{key}` needs {}, more than budget `{}` holds ({}); refused",
+            self.name,
+            poolwarden_policies::ByteSize(needed),
+            budget.name(),
+            poolwarden_policies::ByteSize(budget.limit())
+        );
+        if let Some(waiter) = failed {
+            let error = AcquireError::NoMemory {
+                key: key.to_string(),
+                needed,
+                budget: budget.name().to_string(),
+                free,
+            };
+            if let Ok(wake) = waiter.finish(Outcome::Failed(error)) {
+                after.wakes.push(wake);
+            }
+        }
+    }
+
+    /// The error for a request of `key` that waited `waited` in vain: out of memory if a spawn
+    /// of its key was still waiting for the budget, else a plain timeout.
+    pub(crate) fn timeout_error(
+        &self,
+        key: &str,
+        waited: Duration,
+        for_memory: bool,
+    ) -> AcquireError {
+        match (&self.budget, for_memory) {
+            (Some((budget, _)), true) => AcquireError::NoMemory {
+                key: key.to_string(),
+                needed: self.footprint_of(key),
+                budget: budget.name().to_string(),
+                free: budget.free(),
+            },
+            _ => AcquireError::Timeout {
+                key: key.to_string(),
+                waited,
+            },
         }
     }
 
@@ -185,17 +355,13 @@ impl<W: Worker> PoolInner<W> {
                 self.pump(entry, &mut after);
                 Enqueued::Waiting {
                     waiter,
-                    tickets: Vec::new(),
+                    key: Arc::clone(&entry.name),
+                    after: AfterLock::new(),
                 }
             },
         );
-        after.wakes.into_iter().for_each(Wake::wake);
-        drop(after.leftovers);
         Ok(match outcome {
-            Enqueued::Waiting { waiter, .. } => Enqueued::Waiting {
-                waiter,
-                tickets: after.tickets,
-            },
+            Enqueued::Waiting { waiter, key, .. } => Enqueued::Waiting { waiter, key, after },
             served => served,
         })
     }
@@ -208,10 +374,12 @@ impl<W: Worker> PoolInner<W> {
         key: &str,
         waiter: &Arc<Waiter<W>>,
         timed_out: bool,
-    ) -> Option<Outcome<W>> {
+    ) -> GiveUp<W> {
         let mut after = AfterLock::new();
         let mut name = None;
+        let mut for_memory = false;
         self.map.write(key, |entry| {
+            for_memory = entry.waits_for_memory();
             if entry.remove_waiter(waiter) {
                 entry.arrivals.fetch_add(1, Ordering::AcqRel);
                 if timed_out {
@@ -234,7 +402,10 @@ impl<W: Worker> PoolInner<W> {
                 .fetch_add(1, Ordering::Relaxed);
             crate::metrics::acquire_timeout(&self.name, key);
         }
-        outcome
+        GiveUp {
+            outcome,
+            for_memory,
+        }
     }
 
     /// Serves `key`'s waiting room (a worker freed capacity, a spawn ended, a limit changed).
@@ -253,6 +424,12 @@ impl<W: Worker> PoolInner<W> {
     pub(crate) fn after_release(self: &Arc<Self>, cell: &Arc<WorkerCell<W>>, before: CellState) {
         if before.key_waiters() {
             self.pump_key(&cell.key);
+        }
+        if before.budget_waiters() && before.in_flight() == 1 {
+            // The worker just went idle while a spawn waits for memory: it may be a victim.
+            if let Some((budget, _)) = &self.budget {
+                budget.notify();
+            }
         }
     }
 
@@ -321,14 +498,20 @@ impl<W: Worker> PoolInner<W> {
         let mut result = Some(result);
         let mut failure: Option<(Arc<Waiter<W>>, AcquireError)> = None;
         let mut failure_note: Option<String> = None;
+        let mut reserved = 0;
+        let mut loaded = None;
         self.map.write(key, |entry| {
             let Some(position) = entry.spawns.iter().position(|t| t.id == ticket) else {
                 return; // expired, or the pool closed: the worker is not wanted
             };
             let ticket = entry.spawns.remove(position);
+            reserved = ticket.reserved_bytes;
             match result.take() {
                 Some(Ok(Ok(worker))) => {
-                    self.add_worker(entry, worker, &ticket, took, 0);
+                    loaded = Some(
+                        self.add_worker(entry, worker, &ticket, took, 0)
+                            .memory_bytes,
+                    );
                 }
                 Some(outcome) => {
                     self.counters.spawn_failures.fetch_add(1, Ordering::Relaxed);
@@ -366,6 +549,12 @@ impl<W: Worker> PoolInner<W> {
             crate::metrics::spawn_failed(&self.name, key);
             log::warn!("pool {}: loading `{key}` failed: {note}", self.name);
         }
+        if let Some((budget, _)) = &self.budget {
+            match loaded {
+                Some(_) => budget.notify(),
+                None => budget.give_back(reserved),
+            }
+        }
         if let Some(Ok(Ok(worker))) = result {
             // Nobody wants this worker any more: shut it down.
             log::warn!(
@@ -382,6 +571,23 @@ impl<W: Worker> PoolInner<W> {
             }
         }
         self.settle(key, after);
+    }
+
+    /// Keeps an admission eviction for the scheduler (and the simulator) to publish.
+    pub(crate) fn note_admission_eviction(&self, eviction: Eviction) {
+        let mut log = self.admission_log.lock().unwrap_or_else(|e| e.into_inner());
+        if log.len() == ADMISSION_LOG {
+            log.pop_front();
+        }
+        log.push_back((self.now(), eviction));
+    }
+
+    /// `BUDGET_WAITERS` while spawns wait on the pool's budget (new workers start with it).
+    fn budget_flags(&self) -> u64 {
+        match &self.budget {
+            Some((budget, _)) if budget.flagged() => BUDGET_WAITERS,
+            _ => 0,
+        }
     }
 
     /// Adds a loaded worker to `entry` with `in_flight` requests already on it.
@@ -404,9 +610,12 @@ impl<W: Worker> PoolInner<W> {
             Arc::downgrade(self),
             in_flight,
             ticket.id,
-            entry.flags(),
+            entry.flags() | self.budget_flags(),
         ));
         self.accounted_bytes.fetch_add(memory, Ordering::AcqRel);
+        if let Some((budget, _)) = &self.budget {
+            budget.convert(ticket.reserved_bytes, memory);
+        }
         self.counters.spawns.fetch_add(1, Ordering::Relaxed);
         entry.counters.spawns.fetch_add(1, Ordering::Relaxed);
         if ticket.prewarm {
@@ -479,6 +688,9 @@ impl<W: Worker> PoolInner<W> {
         }
         self.accounted_bytes
             .fetch_sub(cell.memory_bytes, Ordering::AcqRel);
+        if let Some((budget, _)) = &self.budget {
+            budget.freed(cell.memory_bytes);
+        }
         *self
             .evictions
             .lock()
@@ -510,6 +722,7 @@ impl<W: Worker> PoolInner<W> {
                 return;
             };
             let ticket = entry.spawns.remove(position);
+            after.give_back += ticket.reserved_bytes;
             self.counters.spawn_failures.fetch_add(1, Ordering::Relaxed);
             self.counters.spawn_timeouts.fetch_add(1, Ordering::Relaxed);
             entry
@@ -558,6 +771,7 @@ impl<W: Worker> PoolInner<W> {
                         started: now,
                         prewarm: true,
                         trigger: None,
+                        admitted: self.budget.is_none(),
                         reserved_bytes: 0,
                     });
                     tickets.push(id);
@@ -574,6 +788,8 @@ impl<W: Worker> PoolInner<W> {
         self.closed.store(true, Ordering::Release);
         let mut cells = Vec::new();
         let mut wakes = Vec::new();
+        let mut reserved = 0;
+        let mut withdrawn = Vec::new();
         self.map.for_each_mut(|entry| {
             for waiter in entry.waiters.drain(..) {
                 let error = AcquireError::Closed {
@@ -583,14 +799,28 @@ impl<W: Worker> PoolInner<W> {
                     wakes.push(wake);
                 }
             }
-            entry.spawns.clear();
+            for ticket in entry.spawns.drain(..) {
+                reserved += ticket.reserved_bytes;
+                if !ticket.admitted {
+                    withdrawn.push((Arc::clone(&entry.name), ticket.id));
+                }
+            }
             cells.append(&mut entry.workers);
         });
         wakes.into_iter().for_each(Wake::wake);
+        let mut freed = 0;
         for cell in &cells {
             self.accounted_bytes
                 .fetch_sub(cell.memory_bytes, Ordering::AcqRel);
+            freed += cell.memory_bytes;
             WorkerCell::force_drain(cell);
+        }
+        if let Some((budget, member)) = &self.budget {
+            for (key, ticket) in &withdrawn {
+                budget.withdraw(*member, key, *ticket);
+            }
+            budget.give_back(reserved);
+            budget.freed(freed);
         }
         cells
     }
@@ -607,6 +837,13 @@ impl<W: Worker> PoolInner<W> {
             }
         });
     }
+}
+
+/// What a request that gave up left: an outcome granted just before, and whether a spawn of its
+/// key was waiting for memory.
+pub(crate) struct GiveUp<W: Worker> {
+    pub(crate) outcome: Option<Outcome<W>>,
+    pub(crate) for_memory: bool,
 }
 
 /// How [`PoolInner::remove`] takes a worker out.

@@ -62,6 +62,9 @@ pub trait ManagedPool: Send + Sync + 'static {
     /// Waits until no worker shutdown is queued or running, at most `timeout`; returns whether
     /// none is left.
     fn wait_shutdowns(&self, timeout: Duration) -> bool;
+
+    /// The evictions admission made since the last call (between ticks), with their times.
+    fn take_admission_evictions(&self) -> Vec<(Duration, Eviction)>;
 }
 
 impl<W: Worker> ManagedPool for Pool<W> {
@@ -135,7 +138,7 @@ impl<W: Worker> ManagedPool for Pool<W> {
             });
             if let Some(deadline) = deadline {
                 for ticket in &entry.spawns {
-                    if ticket.started < deadline {
+                    if ticket.admitted && ticket.started < deadline {
                         scratch.expired.push((Arc::clone(&entry.name), ticket.id));
                     }
                 }
@@ -176,6 +179,10 @@ impl<W: Worker> ManagedPool for Pool<W> {
         }
         for key in &vacant {
             inner.map.remove_unless(key, |entry| !entry.is_vacant());
+        }
+        // Spawns waiting on a probe's reading look again each tick.
+        if let Some((budget, _)) = &inner.budget {
+            budget.notify();
         }
         let mut scratch = inner.tick_scratch.lock().unwrap_or_else(|e| e.into_inner());
         // Keep the capacity for the next tick.
@@ -244,6 +251,10 @@ impl<W: Worker> ManagedPool for Pool<W> {
 
     fn wait_shutdowns(&self, timeout: Duration) -> bool {
         self.inner.shared.reaper.wait_idle(Some(timeout))
+    }
+
+    fn take_admission_evictions(&self) -> Vec<(Duration, Eviction)> {
+        Pool::take_admission_evictions(self)
     }
 }
 

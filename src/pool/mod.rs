@@ -11,6 +11,7 @@
 //! the simulator assumes.
 
 mod acquire;
+mod admission;
 mod cell;
 mod entry;
 mod error;
@@ -44,6 +45,7 @@ use waiter::{Outcome, Wake};
 
 pub use acquire::Acquire;
 pub use error::AcquireError;
+pub use inner::ADMISSION_LOG;
 pub use lease::Lease;
 pub use load::{block_on, AsyncWorkerFactory, BoxFuture, Spawner};
 pub use managed::ManagedPool;
@@ -65,6 +67,28 @@ pub struct Eviction {
     pub freed_bytes: u64,
     /// How long it had been idle (as its `last_used` said).
     pub idle_for: Duration,
+}
+
+/// Why [`Pool::try_reserve`] found no slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReserveRefusal {
+    /// The key has `max_workers_per_model` workers, counting spawns in progress.
+    AtLimit,
+    /// The footprint does not fit the pool's budget, and idle victims would not make room (or
+    /// spawns already wait for memory).
+    NoMemory {
+        /// The footprint.
+        needed: u64,
+        /// The budget's free bytes.
+        free: u64,
+    },
+    /// The footprint is bigger than the budget's whole limit.
+    TooBig {
+        /// The footprint.
+        needed: u64,
+        /// The budget's limit.
+        limit: u64,
+    },
 }
 
 /// One key's state at one moment.
@@ -163,9 +187,51 @@ pub struct PoolBuilder<W: Worker> {
     overrides: Vec<(Arc<str>, ModelOverrides)>,
     cold_start: Duration,
     model_cold_starts: Vec<(Arc<str>, Duration)>,
+    budget: Option<crate::budget::Budget>,
+    memory: u64,
+    model_memory: Vec<(Arc<str>, u64)>,
+    footprint: Option<inner::Footprint>,
+    min_workers: usize,
 }
 
 impl<W: Worker> PoolBuilder<W> {
+    /// Admits this pool's spawns against `budget`, shared with other pools: a worker loads only
+    /// once its footprint fits, making room by evicting idle workers of other keys if they
+    /// would (see [`crate::budget`]). Default: no budget (every spawn is let in).
+    pub fn budget(mut self, budget: &crate::budget::Budget) -> Self {
+        self.budget = Some(budget.clone());
+        self
+    }
+
+    /// The footprint of a worker, in bytes, for keys without their own: what admission
+    /// reserves before the factory runs (the accounting switches to the worker's reported
+    /// `memory_bytes` once it exists). Default 0: unknown, see [`PoolBuilder::footprint`].
+    pub fn memory(mut self, bytes: u64) -> Self {
+        self.memory = bytes;
+        self
+    }
+
+    /// The footprint of a worker of `key` (see [`PoolBuilder::memory`]).
+    pub fn model_memory(mut self, key: &str, bytes: u64) -> Self {
+        self.model_memory.retain(|(k, _)| &**k != key);
+        self.model_memory.push((Arc::from(key), bytes));
+        self
+    }
+
+    /// The footprint of keys with neither their own nor the pool's, computed from the key in
+    /// code. Default: none (0 bytes).
+    pub fn footprint(mut self, footprint: impl Fn(&str) -> u64 + Send + Sync + 'static) -> Self {
+        self.footprint = Some(Box::new(footprint));
+        self
+    }
+
+    /// The floor below which admission never evicts a key's workers, for keys without their
+    /// own `min_workers` override (see [`PoolBuilder::model_overrides`]). Default 0.
+    pub fn min_workers(mut self, n: usize) -> Self {
+        self.min_workers = n;
+        self
+    }
+
     /// Most workers per key. Default 4; at least 1.
     pub fn max_workers_per_model(mut self, n: usize) -> Self {
         self.max_workers_per_model = n.max(1);
@@ -245,8 +311,18 @@ impl<W: Worker> PoolBuilder<W> {
     pub fn build(self) -> Pool<W> {
         let clock = self.clock.unwrap_or_else(|| Arc::new(TscClock::default()));
         let reaper = Reaper::new(format!("{}-reaper", self.name), self.inline_shutdown);
+        let budget = self.budget;
         Pool {
-            inner: Arc::new(PoolInner {
+            inner: Arc::new_cyclic(|me| PoolInner {
+                budget: budget.map(|budget| {
+                    let member = budget.join(Arc::new(admission::MemberHandle(me.clone())));
+                    (budget, member)
+                }),
+                memory: self.memory,
+                model_memory: self.model_memory,
+                footprint: self.footprint,
+                min_workers: self.min_workers,
+                admission_log: Mutex::new(std::collections::VecDeque::new()),
                 timer: Timer::new(format!("{}-timer", self.name)),
                 name: Arc::from(self.name),
                 map: key_map::KeyMap::new(),
@@ -303,6 +379,9 @@ impl<W: Worker> SpawnReservation<W> {
             let ticket = entry.spawns.remove(position);
             Some(inner.add_worker(entry, worker, &ticket, took, 1))
         });
+        if let Some((budget, _)) = &inner.budget {
+            budget.notify();
+        }
         match cell.flatten() {
             Some(cell) => Lease { cell },
             None => unreachable!("a reservation's ticket lives until it completes or drops"),
@@ -314,9 +393,15 @@ impl<W: Worker> Drop for SpawnReservation<W> {
     fn drop(&mut self) {
         if !self.done {
             let ticket = self.ticket;
+            let mut reserved = 0;
             self.pool.inner.map.write(&self.key, |entry| {
-                entry.spawns.retain(|t| t.id != ticket);
+                if let Some(position) = entry.spawns.iter().position(|t| t.id == ticket) {
+                    reserved = entry.spawns.remove(position).reserved_bytes;
+                }
             });
+            if let Some((budget, _)) = &self.pool.inner.budget {
+                budget.give_back(reserved);
+            }
             self.pool.inner.pump_key(&self.key);
         }
     }
@@ -349,6 +434,11 @@ impl<W: Worker> Pool<W> {
             overrides: Vec::new(),
             cold_start: Duration::ZERO,
             model_cold_starts: Vec::new(),
+            budget: None,
+            memory: 0,
+            model_memory: Vec::new(),
+            footprint: None,
+            min_workers: 0,
         }
     }
 
@@ -371,19 +461,16 @@ impl<W: Worker> Pool<W> {
         let timeout = self.inner.acquire_timeout();
         let queued_at = Instant::now();
         let deadline = queued_at.checked_add(timeout);
-        let (waiter, tickets) = match self
+        let waiter = match self
             .inner
             .enqueue(key, Wake::Thread(crate::sync::current_thread()))?
         {
             Enqueued::Served(lease) => return Ok(lease),
-            Enqueued::Waiting { waiter, tickets } => (waiter, tickets),
-        };
-        if !tickets.is_empty() {
-            let name: Arc<str> = Arc::from(key);
-            if let Some(task) = self.inner.start_loads(&name, &tickets, false) {
-                task.detach(&self.inner.thread_name("load"), self.inner.spawner.as_ref());
+            Enqueued::Waiting { waiter, key, after } => {
+                self.inner.settle(&key, after);
+                waiter
             }
-        }
+        };
         loop {
             if let Some(outcome) = waiter.take() {
                 crate::metrics::acquire_waited(&self.inner.name, queued_at.elapsed());
@@ -392,12 +479,10 @@ impl<W: Worker> Pool<W> {
             let now = Instant::now();
             match deadline {
                 Some(deadline) if now >= deadline => {
-                    return match self.inner.give_up(key, &waiter, true) {
+                    let gave_up = self.inner.give_up(key, &waiter, true);
+                    return match gave_up.outcome {
                         Some(outcome) => finish(&self.inner, outcome),
-                        None => Err(AcquireError::Timeout {
-                            key: key.to_string(),
-                            waited: timeout,
-                        }),
+                        None => Err(self.inner.timeout_error(key, timeout, gave_up.for_memory)),
                     };
                 }
                 Some(deadline) => park_timeout(deadline - now),
@@ -434,11 +519,42 @@ impl<W: Worker> Pool<W> {
     }
 
     /// Reserves a spawn slot for `key` if it has fewer than `max_workers_per_model` workers,
-    /// counting those already starting; for callers that run the load themselves (see
-    /// [`SpawnReservation`]).
+    /// counting those already starting, and (with a budget) its footprint fits now or once
+    /// idle victims are evicted; for callers that run the load themselves (see
+    /// [`SpawnReservation`]). [`Pool::try_reserve`] says why when it cannot.
     pub fn reserve(&self, key: &str) -> Option<SpawnReservation<W>> {
+        self.try_reserve(key).ok()
+    }
+
+    /// [`Pool::reserve`], with the reason when there is no slot. With a budget, evictions made
+    /// to make room are listed by [`Pool::take_admission_evictions`].
+    pub fn try_reserve(&self, key: &str) -> Result<SpawnReservation<W>, ReserveRefusal> {
         let inner = &self.inner;
         let max = inner.max_workers_per_model.load(Ordering::Relaxed);
+        let at_limit = inner
+            .map
+            .read(key, |e| e.workers.len() + e.spawns.len() >= max)
+            .unwrap_or(false);
+        if at_limit {
+            return Err(ReserveRefusal::AtLimit);
+        }
+        let mut reserved_bytes = 0;
+        if let Some((budget, member)) = &inner.budget {
+            let needed = inner.footprint_of(key);
+            if needed > budget.limit() {
+                return Err(ReserveRefusal::TooBig {
+                    needed,
+                    limit: budget.limit(),
+                });
+            }
+            if !budget.admit_now(*member, key, needed) {
+                return Err(ReserveRefusal::NoMemory {
+                    needed,
+                    free: budget.free(),
+                });
+            }
+            reserved_bytes = needed;
+        }
         let started = inner.now();
         let (key, ticket) = inner.map.write_or_insert(
             key,
@@ -462,18 +578,44 @@ impl<W: Worker> Pool<W> {
                     started,
                     prewarm: false,
                     trigger: None,
-                    reserved_bytes: 0,
+                    admitted: true,
+                    reserved_bytes,
                 });
                 (Arc::clone(&entry.name), Some(id))
             },
         );
-        Some(SpawnReservation {
-            pool: self.clone(),
-            key,
-            ticket: ticket?,
-            started,
-            done: false,
-        })
+        match ticket {
+            Some(ticket) => Ok(SpawnReservation {
+                pool: self.clone(),
+                key,
+                ticket,
+                started,
+                done: false,
+            }),
+            None => {
+                // Filled up meanwhile.
+                if let Some((budget, _)) = &inner.budget {
+                    budget.give_back(reserved_bytes);
+                }
+                Err(ReserveRefusal::AtLimit)
+            }
+        }
+    }
+
+    /// The evictions admission made to make room since the last call, with their times (the
+    /// scheduler publishes them at its tick; the simulator records them).
+    pub fn take_admission_evictions(&self) -> Vec<(Duration, Eviction)> {
+        self.inner
+            .admission_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect()
+    }
+
+    /// The memory budget the pool's spawns are admitted against, if any.
+    pub fn budget(&self) -> Option<&crate::budget::Budget> {
+        self.inner.budget.as_ref().map(|(b, _)| b)
     }
 
     /// Evicts `worker` of `key` if it is idle at this instant; `None` if it is busy or gone.

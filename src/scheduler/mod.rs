@@ -441,6 +441,12 @@ impl Core {
         for registered in &self.pools {
             registered.pool.end_tick();
         }
+        // Evictions admission made between ticks, published with their own times.
+        for pool_index in 0..self.pools.len() {
+            for (at, eviction) in self.pools[pool_index].pool.take_admission_evictions() {
+                self.record(at, pool_index, eviction, &mut report);
+            }
+        }
 
         self.stats.ticks += 1;
         self.stats.last_memory = memory;
@@ -523,18 +529,21 @@ impl Core {
         report: &mut TickReport,
     ) {
         let pool = &self.pools[pool_index].pool;
-        log::info!(
-            "pool {}: evicted worker {} of `{}` ({}) after {} idle, {} freed, {} left",
-            pool.name(),
-            eviction.worker,
-            eviction.key,
-            eviction.reason,
-            poolwarden_policies::format_duration(Duration::from_millis(
-                eviction.idle_for.as_millis() as u64
-            )),
-            poolwarden_policies::ByteSize(eviction.freed_bytes),
-            eviction.workers_left
-        );
+        // Admission logs its evictions when it makes them, between ticks.
+        if eviction.reason != poolwarden_policies::EvictionReason::Admission {
+            log::info!(
+                "pool {}: evicted worker {} of `{}` ({}) after {} idle, {} freed, {} left",
+                pool.name(),
+                eviction.worker,
+                eviction.key,
+                eviction.reason,
+                poolwarden_policies::format_duration(Duration::from_millis(
+                    eviction.idle_for.as_millis() as u64
+                )),
+                poolwarden_policies::ByteSize(eviction.freed_bytes),
+                eviction.workers_left
+            );
+        }
         *self
             .stats
             .evictions
