@@ -25,6 +25,7 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 enum Command {
     /// Validate a config file and print what it resolves to.
     Check {
@@ -59,6 +60,9 @@ struct SimulateArgs {
     /// Stop the simulation at this virtual time, e.g. 2h.
     #[arg(long, value_name = "DUR", value_parser = duration)]
     until: Option<Duration>,
+    /// Measure only from this virtual time on, e.g. 12h; the policies run (and learn) from 0.
+    #[arg(long, value_name = "DUR", value_parser = duration)]
+    from: Option<Duration>,
     /// azure-llm: prefill time per context token.
     #[arg(long, value_name = "DUR", value_parser = duration, default_value = "100us")]
     prefill_per_token: Duration,
@@ -273,10 +277,20 @@ fn run_simulate(
             .map(|kind| policy_for_kind(&config, kind, registry))
             .collect::<Result<_, _>>()?
     };
+    if let (Some(from), Some(until)) = (args.from, args.until) {
+        if from >= until {
+            return Err(Failure(format!(
+                "--from ({}) must be before --until ({})",
+                format_duration(from),
+                format_duration(until)
+            )));
+        }
+    }
     let options = SimOptions {
         tick: args.tick,
         until: args.until,
         horizon: None,
+        from: args.from,
     };
 
     let bar = (std::io::stderr().is_terminal() && trace.requests.len() >= 1000).then(|| {
@@ -319,6 +333,7 @@ fn run_simulate(
             "trace": trace.name,
             "config": config.source,
             "policies": runs,
+            "pareto": crate::sim::pareto_points(&runs),
         });
         writeln!(out, "{value}").map_err(write_failed)
     } else {

@@ -14,12 +14,14 @@
 //! ```
 
 mod engine;
+mod pareto;
 mod report;
 #[cfg(feature = "cli")]
 mod svg;
 mod trace;
 
 pub use engine::{policy_label, simulate, Progress, SimError, SimOptions, VirtualWorker};
+pub use pareto::{pareto_points, ParetoPoint};
 pub use report::{
     align_windows, clock_time, render_csv, render_text, SimEvent, SimRun, Summary, TimelinePoint,
 };

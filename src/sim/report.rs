@@ -8,20 +8,33 @@ use serde::Serialize;
 /// One run's figures.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Summary {
-    /// Requests replayed.
+    /// Requests that arrived in the measured window.
     pub requests: u64,
-    /// Requests that had to wait for a spawn.
+    /// Of those, requests that waited for a spawn (served by a worker that finished spawning
+    /// after they arrived).
     pub cold_starts: u64,
-    /// Workers spawned.
+    /// Workers spawned (spawns started in the window), pre-warms included.
     pub spawns: u64,
+    /// Of those, spawns started by a policy's pre-warm rather than for a waiting request.
+    pub prewarm_spawns: u64,
     /// Evictions of any reason.
     pub evictions: u64,
     /// Evictions by reason.
     pub evictions_by_reason: BTreeMap<String, u64>,
     /// Integral of live workers over time, in worker-seconds.
     pub worker_seconds: f64,
-    /// Worker-seconds with no request in flight: memory held for nothing.
+    /// Worker-seconds of ready workers with no request in flight: memory held for nothing
+    /// (loading time is neither busy nor idle).
     pub idle_worker_seconds: f64,
+    /// The same in worker-hours.
+    pub idle_worker_hours: f64,
+    /// Median over the keys with at least one request in the window of each key's cold-start
+    /// percentage (nearest rank); 0 when no key had a request.
+    pub key_cold_start_pct_p50: f64,
+    /// 75th percentile of the per-key cold-start percentage (nearest rank).
+    pub key_cold_start_pct_p75: f64,
+    /// 90th percentile of the per-key cold-start percentage (nearest rank).
+    pub key_cold_start_pct_p90: f64,
     /// Most live workers at once, over all pools.
     pub peak_workers: u64,
     /// Most accounted bytes at once, over all pools.
@@ -35,9 +48,12 @@ pub struct Summary {
     pub end_secs: f64,
     /// Workers still live when the run ended.
     pub workers_at_end: u64,
-    /// The window the worker-seconds cover, seconds: the run's own end, or after
+    /// The end of the window the figures cover, seconds: the run's own end, or after
     /// [`align_windows`], the latest end among the runs compared.
     pub window_secs: f64,
+    /// The start of the measured window, seconds (`--from`; 0 by default). Policies run from
+    /// 0; only what happens from here on is counted.
+    pub from_secs: f64,
 }
 
 /// Puts runs compared side by side on one window: from 0 to the latest end among them. A run
@@ -47,9 +63,10 @@ pub fn align_windows(runs: &mut [SimRun]) {
     let window = runs.iter().map(|r| r.summary.end_secs).fold(0.0, f64::max);
     for run in runs {
         let s = &mut run.summary;
-        let extra = (window - s.end_secs).max(0.0) * s.workers_at_end as f64;
+        let extra = (window - s.end_secs.max(s.from_secs)).max(0.0) * s.workers_at_end as f64;
         s.worker_seconds += extra;
         s.idle_worker_seconds += extra;
+        s.idle_worker_hours = s.idle_worker_seconds / 3600.0;
         s.window_secs = window;
     }
 }
@@ -183,7 +200,20 @@ pub fn render_text(trace_name: &str, runs: &[SimRun]) -> String {
             format!("{} ({pct:.1}%)", s.cold_starts)
         }),
     ));
+    rows.push((
+        "key cold-start % p50/75/90".into(),
+        column(&|s| {
+            format!(
+                "{:.1}/{:.1}/{:.1}",
+                s.key_cold_start_pct_p50, s.key_cold_start_pct_p75, s.key_cold_start_pct_p90
+            )
+        }),
+    ));
     rows.push(("spawns".into(), column(&|s| s.spawns.to_string())));
+    rows.push((
+        "  pre-warm".into(),
+        column(&|s| s.prewarm_spawns.to_string()),
+    ));
     rows.push(("evictions".into(), column(&|s| s.evictions.to_string())));
     for reason in reasons {
         rows.push((
@@ -206,6 +236,10 @@ pub fn render_text(trace_name: &str, runs: &[SimRun]) -> String {
         column(&|s| format!("{:.1}", s.idle_worker_seconds)),
     ));
     rows.push((
+        "idle worker-hours".into(),
+        column(&|s| format!("{:.1}", s.idle_worker_hours)),
+    ));
+    rows.push((
         "peak workers".into(),
         column(&|s| s.peak_workers.to_string()),
     ));
@@ -222,7 +256,16 @@ pub fn render_text(trace_name: &str, runs: &[SimRun]) -> String {
         column(&|s| format!("{:.3}s", s.p99_wait_secs)),
     ));
     rows.push(("ended at".into(), column(&|s| clock_time(s.end_secs))));
-    rows.push(("window".into(), column(&|s| clock_time(s.window_secs))));
+    rows.push((
+        "window".into(),
+        column(&|s| {
+            if s.from_secs > 0.0 {
+                format!("{}-{}", clock_time(s.from_secs), clock_time(s.window_secs))
+            } else {
+                clock_time(s.window_secs)
+            }
+        }),
+    ));
 
     let label_width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0).max(6);
     let widths: Vec<usize> = runs
