@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use poolwarden_policies::{
-    ChainPolicy, EvictionPolicy, GradualLru, GradualLruConfig, InvalidParameter, KeepAlive,
-    KeepAliveConfig, MaxLifetime, MaxLifetimeConfig, MemoryPressure, MemoryPressureConfig, Noop,
-    NoopConfig,
+    ChainPolicy, EvictionPolicy, GradualLru, GradualLruConfig, HybridHistogram,
+    HybridHistogramConfig, InvalidParameter, KeepAlive, KeepAliveConfig, MaxLifetime,
+    MaxLifetimeConfig, MemoryPressure, MemoryPressureConfig, Noop, NoopConfig,
 };
 use serde::de::DeserializeOwned;
 use toml::de::{DeValue, ValueDeserializer};
@@ -35,8 +35,9 @@ type Factory =
     Arc<dyn Fn(Params<'_>) -> Result<Box<dyn EvictionPolicy>, BuildFailure> + Send + Sync>;
 
 /// Maps policy kinds to factories. [`PolicyRegistry::new`] knows the built-ins (`gradual-lru`,
-/// `memory-pressure`, `keep-alive`, `max-lifetime`, `noop`, and `chain`); a downstream crate adds
-/// its own kind with [`PolicyRegistry::register`], and operators select it in TOML.
+/// `memory-pressure`, `keep-alive`, `max-lifetime`, `hybrid-histogram`, `noop`, and `chain`); a
+/// downstream crate adds its own kind with [`PolicyRegistry::register`], and operators select it
+/// in TOML.
 ///
 /// ```
 /// use poolwarden::config::PolicyRegistry;
@@ -77,6 +78,9 @@ impl PolicyRegistry {
         registry.register("keep-alive", |c: KeepAliveConfig| boxed(KeepAlive::new(c)));
         registry.register("max-lifetime", |c: MaxLifetimeConfig| {
             boxed(MaxLifetime::new(c))
+        });
+        registry.register("hybrid-histogram", |c: HybridHistogramConfig| {
+            boxed(HybridHistogram::new(c))
         });
         registry.register("noop", |_: NoopConfig| {
             Ok(Box::new(Noop) as Box<dyn EvictionPolicy>)
