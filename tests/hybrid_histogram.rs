@@ -175,3 +175,51 @@ fn selectable_from_toml_and_the_command_line_with_located_errors() {
     // keeps all four workers (the run ends at its last change).
     assert_eq!(json["policies"][0]["summary"]["cold_starts"], 4);
 }
+
+/// The comparison from the command line: `--from`, `--policy KIND:KEY=VALUE`, the per-key
+/// cold-start percentiles, pre-warm spawns, idle worker-hours and the Pareto points in JSON.
+#[test]
+fn the_command_line_compares_policies_over_a_window_with_pareto_points() {
+    let dir = std::env::temp_dir().join(format!("poolwarden-hh-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let trace = dir.join("periodic.csv");
+    let mut rows = String::from("at,model,duration\n");
+    for k in 0..24 {
+        rows.push_str(&format!("{},p,1\n", k * 1800));
+    }
+    std::fs::write(&trace, rows).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_poolwarden"))
+        .args(["simulate", "--config", "config/functions.toml", "--trace"])
+        .arg(&trace)
+        .args(["--from", "8h", "--until", "12h", "--json"])
+        .args([
+            "--policy",
+            "keep-alive:ttl=10m",
+            "--policy",
+            "hybrid-histogram",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let runs = json["policies"].as_array().unwrap();
+    assert_eq!(runs[0]["policy"], "keep-alive:ttl=10m");
+    let (keep_alive, hybrid) = (&runs[0]["summary"], &runs[1]["summary"]);
+    // Every 30 min: a 10 min keep-alive misses every request of the window; the hybrid none.
+    assert_eq!(keep_alive["requests"], 8);
+    assert_eq!(keep_alive["cold_starts"], 8);
+    assert_eq!(keep_alive["key_cold_start_pct_p75"], 100.0);
+    assert_eq!(hybrid["cold_starts"], 0);
+    assert_eq!(hybrid["prewarm_spawns"], 8);
+    assert_eq!(hybrid["key_cold_start_pct_p75"], 0.0);
+    assert_eq!(hybrid["from_secs"], 28800.0);
+    // Keep-alive holds each worker 600 s after its 1 s request; the hybrid 233 s before it.
+    let hours = |s: &serde_json::Value| s["idle_worker_hours"].as_f64().unwrap();
+    assert!((hours(keep_alive) - 8.0 * 600.0 / 3600.0).abs() < 1e-6);
+    assert!((hours(hybrid) - 8.0 * 233.0 / 3600.0).abs() < 1e-6);
+    let pareto = json["pareto"].as_array().unwrap();
+    assert_eq!(pareto[1]["policy"], "hybrid-histogram");
+    assert_eq!(pareto[1]["on_front"], true);
+    assert_eq!(pareto[0]["on_front"], false, "worse on both axes");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -51,8 +51,9 @@ struct SimulateArgs {
     #[arg(long, value_name = "KEY")]
     model: Option<String>,
     /// Replay once per policy kind, side by side; replaces the config's default policy (its
-    /// parameters are reused when the config uses the same kind).
-    #[arg(long = "policy", value_name = "KIND")]
+    /// parameters are reused when the config uses the same kind). Parameters can follow the
+    /// kind: `keep-alive:ttl=10m` or `hybrid-histogram:min_samples=5,margin=0.2`.
+    #[arg(long = "policy", value_name = "KIND[:KEY=VALUE,...]")]
     policies: Vec<String>,
     /// Replaces the config's tick, e.g. 60s.
     #[arg(long, value_name = "DUR", value_parser = duration)]
@@ -200,16 +201,20 @@ fn describe_config(config: &Config, registry: &PolicyRegistry) -> String {
 /// default policy or in its chain), else the kind's defaults.
 fn policy_for_kind(
     config: &Config,
-    kind: &str,
+    arg: &str,
     registry: &PolicyRegistry,
 ) -> Result<PolicySpec, Failure> {
+    let (kind, parameters) = match arg.split_once(':') {
+        Some((kind, parameters)) => (kind, Some(parameters)),
+        None => (arg, None),
+    };
     fn find<'a>(spec: &'a PolicySpec, kind: &str) -> Option<&'a PolicySpec> {
         if spec.kind == kind {
             return Some(spec);
         }
         spec.members.iter().find_map(|m| find(m, kind))
     }
-    let spec =
+    let mut spec =
         match find(&config.policy, kind) {
             Some(spec) => spec.clone(),
             None if kind == CHAIN => return Err(Failure(
@@ -225,9 +230,26 @@ fn policy_for_kind(
             known.join(", ")
         )));
     }
+    for pair in parameters.into_iter().flat_map(|p| p.split(',')) {
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(Failure(format!(
+                "--policy {arg}: expected KEY=VALUE after the kind, got `{pair}`"
+            )));
+        };
+        spec.params
+            .insert(key.trim().to_string(), parameter_value(value.trim()));
+    }
     spec.build(registry)
-        .map_err(|e| Failure(format!("policy `{kind}`: {e}")))?;
+        .map_err(|e| Failure(format!("policy `{arg}`: {e}")))?;
     Ok(spec)
+}
+
+/// A `--policy` parameter as TOML would read it (`4`, `0.5`, `true`), else as a string (`10m`).
+fn parameter_value(text: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {text}"))
+        .ok()
+        .and_then(|mut table| table.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(text.to_string()))
 }
 
 fn run_simulate(
@@ -312,8 +334,11 @@ fn run_simulate(
         if let Some(bar) = &bar {
             bar.set_message(spec.kind.clone());
         }
-        let run = simulate(&config, registry, spec, &trace, &options, Some(&mut report))
+        let mut run = simulate(&config, registry, spec, &trace, &options, Some(&mut report))
             .map_err(|e| Failure(e.to_string()))?;
+        if let Some(label) = args.policies.get(index).filter(|p| p.contains(':')) {
+            run.policy = label.clone();
+        }
         runs.push(run);
     }
     if let Some(bar) = bar {

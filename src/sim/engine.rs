@@ -316,8 +316,9 @@ struct Engine<'a> {
     worker_tables: Vec<WorkerTable>,
     /// Pre-warm proposals copied from the policies since the last tick.
     proposed_prewarms: Arc<Mutex<Vec<Prewarm>>>,
-    /// The scheduler's pending pre-warms, mirrored: (pool, key) → (workers, ready at).
-    pending_prewarms: HashMap<(usize, Arc<str>), (usize, u64)>,
+    /// The scheduler's pending pre-warms, mirrored: (pool, key) → the first time at which a
+    /// tick starts it (when it wants the workers ready, less the key's load time).
+    pending_prewarms: HashMap<(usize, Arc<str>), u64>,
     /// Footprints of the workers loading now (read by the memory probe).
     loading_bytes: Arc<AtomicU64>,
     /// Workers with at least one request in flight.
@@ -604,11 +605,7 @@ impl<'a> Engine<'a> {
         if idle_ready > 0 && !quiet {
             return next_tick;
         }
-        let due = self
-            .pending_prewarms
-            .iter()
-            .map(|((pool, key), (_, at))| at.saturating_sub(self.cold_start_of(*pool, key)))
-            .min();
+        let due = self.pending_prewarms.values().copied().min();
         match next_event.into_iter().chain(due).min() {
             Some(target) if target > next_tick => {
                 // The first tick at or after `target`.
@@ -896,23 +893,18 @@ impl<'a> Engine<'a> {
             if prewarm.pool >= self.pools.len() {
                 continue;
             }
-            let slot = (prewarm.pool, prewarm.key);
             if prewarm.workers == 0 {
-                self.pending_prewarms.remove(&slot);
+                self.pending_prewarms.remove(&(prewarm.pool, prewarm.key));
             } else {
+                let load = self.cold_start_of(prewarm.pool, &prewarm.key);
+                let due = to_nanos(prewarm.at).saturating_sub(load);
                 self.pending_prewarms
-                    .insert(slot, (prewarm.workers, to_nanos(prewarm.at)));
+                    .insert((prewarm.pool, prewarm.key), due);
             }
         }
-        if self.pending_prewarms.is_empty() {
-            return;
-        }
+        // The scheduler starts a pre-warm at the first tick at which `now + load >= at`.
         let now = self.now;
-        let mut pending = std::mem::take(&mut self.pending_prewarms);
-        pending.retain(|(pool, key), (_, at)| {
-            now.saturating_add(self.cold_start_of(*pool, key)) < *at
-        });
-        self.pending_prewarms = pending;
+        self.pending_prewarms.retain(|_, due| now < *due);
     }
 
     /// Starts the spawns of a pre-warm that came due.
