@@ -392,7 +392,8 @@ fn the_pareto_chart_renders() {
     .map(|(label, x, y)| ParetoPoint {
         label: label.to_string(),
         idle_worker_hours: x,
-        p75_cold_start_pct: y,
+        key_cold_start_pct_p75: y,
+        on_front: false,
     })
     .collect();
     let svg = pareto_svg("Policies on conv: idle memory against cold starts", &points);

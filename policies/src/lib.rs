@@ -42,6 +42,7 @@ mod snapshot;
 
 pub use builtin::chain::ChainPolicy;
 pub use builtin::gradual_lru::{GradualLru, GradualLruConfig};
+pub use builtin::hybrid_histogram::{HybridHistogram, HybridHistogramConfig};
 pub use builtin::keep_alive::{KeepAlive, KeepAliveConfig};
 pub use builtin::max_lifetime::{MaxLifetime, MaxLifetimeConfig};
 pub use builtin::memory_pressure::{MemoryPressure, MemoryPressureConfig, VictimOrder};

@@ -333,3 +333,47 @@ fn chain_unions_proposals_each_worker_once() {
     assert_eq!(proposed, vec![("a".into(), 1), ("a".into(), 2)]);
     assert_eq!(chain.children().len(), 3);
 }
+
+#[test]
+fn memory_pressure_goes_on_below_high_until_low_then_waits_for_high_again() {
+    let mut world = World::new(&["p"]);
+    let workers: Vec<(u64, u32, u64, u64)> = (1..=7).map(|id| (id, 0, id, 10)).collect();
+    world.key(0, "a", &workers);
+    let mut policy = pressure(MemoryPressureConfig {
+        high: 0.9,
+        low: 0.5,
+        max_per_tick: 1,
+        ..MemoryPressureConfig::default()
+    });
+    let mut evicted = Vec::new();
+    // Each eviction shows at the next reading: 100, 90, 80, 70, 60 used; projected 50 after
+    // the fifth, which is `low`.
+    for (tick, used_now) in [(100, 100), (101, 90), (102, 80), (103, 70), (104, 60)] {
+        let proposed = world.run(&mut policy, tick, used(used_now, 100));
+        assert_eq!(proposed.len(), 1, "tick {tick} at {used_now} % used");
+        evicted.push(proposed[0].1);
+        let gone = world.workers.iter().position(|w| w.id.0 == proposed[0].1);
+        world.workers.remove(gone.unwrap());
+        world.keys[0].workers = 0..world.workers.len();
+    }
+    assert_eq!(evicted, vec![1, 2, 3, 4, 5], "least recently used first");
+    assert!(
+        world.run(&mut policy, 105, used(50, 100)).is_empty(),
+        "at low"
+    );
+    assert!(
+        world.run(&mut policy, 106, used(85, 100)).is_empty(),
+        "a rise below high does not restart it"
+    );
+    assert_eq!(
+        world.run(&mut policy, 107, used(90, 100)).len(),
+        1,
+        "high again"
+    );
+    let mut fresh = pressure(MemoryPressureConfig {
+        high: 0.9,
+        low: 0.5,
+        ..MemoryPressureConfig::default()
+    });
+    assert!(world.run(&mut fresh, 108, used(85, 100)).is_empty());
+}

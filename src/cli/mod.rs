@@ -116,8 +116,9 @@ struct SimulateArgs {
     #[arg(long, value_name = "KEY")]
     model: Option<String>,
     /// Replay once per policy kind, side by side; replaces the config's default policy (its
-    /// parameters are reused when the config uses the same kind).
-    #[arg(long = "policy", value_name = "KIND")]
+    /// parameters are reused when the config uses the same kind). Parameters can follow the
+    /// kind: `keep-alive:ttl=10m` or `hybrid-histogram:min_samples=5,margin=0.2`.
+    #[arg(long = "policy", value_name = "KIND[:KEY=VALUE,...]")]
     policies: Vec<String>,
     /// Replaces the config's tick, e.g. 60s; greater than 0.
     #[arg(long, value_name = "DUR", value_parser = tick)]
@@ -125,6 +126,9 @@ struct SimulateArgs {
     /// Stop the simulation at this virtual time, e.g. 2h.
     #[arg(long, value_name = "DUR", value_parser = duration)]
     until: Option<Duration>,
+    /// Measure only from this virtual time on, e.g. 12h; the policies run (and learn) from 0.
+    #[arg(long, value_name = "DUR", value_parser = duration)]
+    from: Option<Duration>,
     /// azure-llm: prefill time per context token.
     #[arg(long, value_name = "DUR", value_parser = duration, default_value = "100us")]
     prefill_per_token: Duration,
@@ -480,9 +484,13 @@ fn describe_config(config: &Config, registry: &PolicyRegistry) -> String {
 /// default policy or in its chain), else the kind's defaults.
 fn policy_for_kind(
     config: &Config,
-    kind: &str,
+    arg: &str,
     registry: &PolicyRegistry,
 ) -> Result<PolicySpec, Failure> {
+    let (kind, parameters) = match arg.split_once(':') {
+        Some((kind, parameters)) => (kind, Some(parameters)),
+        None => (arg, None),
+    };
     fn find<'a>(spec: &'a PolicySpec, kind: &str) -> Option<&'a PolicySpec> {
         if spec.kind == kind {
             return Some(spec);
@@ -490,7 +498,7 @@ fn policy_for_kind(
         spec.members.iter().find_map(|m| find(m, kind))
     }
     let usage = |message: String| Failure::new(Exit::Usage, message);
-    let spec =
+    let mut spec =
         match find(&config.policy, kind) {
             Some(spec) => spec.clone(),
             None if kind == CHAIN => return Err(usage(
@@ -506,6 +514,15 @@ fn policy_for_kind(
             known.join(", ")
         )));
     }
+    for pair in parameters.into_iter().flat_map(|p| p.split(',')) {
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(usage(format!(
+                "--policy {arg}: expected KEY=VALUE after the kind, got `{pair}`"
+            )));
+        };
+        spec.params
+            .insert(key.trim().to_string(), parameter_value(value.trim()));
+    }
     spec.build(registry).map_err(|e| {
         let mut failure = Failure::from_error(Exit::Usage, &e);
         failure.message = format!(
@@ -515,6 +532,14 @@ fn policy_for_kind(
         failure
     })?;
     Ok(spec)
+}
+
+/// A `--policy` parameter as TOML would read it (`4`, `0.5`, `true`), else as a string (`10m`).
+fn parameter_value(text: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {text}"))
+        .ok()
+        .and_then(|mut table| table.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(text.to_string()))
 }
 
 /// Checks, before a run, that `path` can be written: it is not a directory and can be opened
@@ -651,10 +676,23 @@ fn run_simulate(
     }
     let trace = Trace::merge(traces);
 
+    if let (Some(from), Some(until)) = (args.from, args.until) {
+        if from >= until {
+            return Err(Failure::new(
+                Exit::Usage,
+                format!(
+                    "--from ({}) must be before --until ({})",
+                    format_duration(from),
+                    format_duration(until)
+                ),
+            ));
+        }
+    }
     let options_sim = SimOptions {
         tick: args.tick,
         until: args.until,
         horizon: None,
+        from: args.from,
     };
 
     let bar = (options.progress && trace.requests.len() >= 1000).then(|| {
@@ -717,6 +755,7 @@ fn run_simulate(
             "trace": trace.name,
             "config": config.source,
             "policies": runs,
+            "pareto": crate::sim::pareto_points(&runs),
         });
         writeln!(out, "{value}").map_err(write_failed)
     } else {

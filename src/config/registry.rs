@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use poolwarden_policies::{
-    ChainPolicy, EvictionPolicy, GradualLru, GradualLruConfig, InvalidParameter, KeepAlive,
-    KeepAliveConfig, MaxLifetime, MaxLifetimeConfig, MemoryPressure, MemoryPressureConfig, Noop,
-    NoopConfig,
+    ChainPolicy, EvictionPolicy, GradualLru, GradualLruConfig, HybridHistogram,
+    HybridHistogramConfig, InvalidParameter, KeepAlive, KeepAliveConfig, MaxLifetime,
+    MaxLifetimeConfig, MemoryPressure, MemoryPressureConfig, Noop, NoopConfig,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -169,7 +169,7 @@ impl<M> PerModel<M> {
 
 /// Maps policy kinds to factories, and records which per-model keys each kind reads.
 /// [`PolicyRegistry::new`] knows the built-ins (`gradual-lru`, `memory-pressure`,
-/// `keep-alive`, `max-lifetime`, `noop`, and `chain`); a downstream crate adds its own kind with
+/// `keep-alive`, `max-lifetime`, `hybrid-histogram`, `noop`, and `chain`); a downstream crate adds its own kind with
 /// [`PolicyRegistry::register`] (no per-model keys) or [`PolicyRegistry::register_with_models`]
 /// (per-model keys), and operators select it in TOML.
 ///
@@ -215,7 +215,8 @@ struct GradualLruModel {
     min_workers: Option<usize>,
 }
 
-/// The per-model keys of `keep-alive` (see [`GradualLruModel`]).
+/// The per-model keys of `keep-alive` and `hybrid-histogram` (the fixed keep-alive it falls
+/// back to, and the floor; see [`GradualLruModel`]).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
@@ -244,6 +245,10 @@ impl PolicyRegistry {
         registry.register("max-lifetime", |c: MaxLifetimeConfig| {
             boxed(MaxLifetime::new(c))
         });
+        registry.register_with_models(
+            "hybrid-histogram",
+            |c: HybridHistogramConfig, _: PerModel<KeepAliveModel>| boxed(HybridHistogram::new(c)),
+        );
         registry.register("noop", |_: NoopConfig| {
             Ok(Box::new(Noop) as Box<dyn EvictionPolicy>)
         });

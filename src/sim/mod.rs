@@ -18,6 +18,7 @@ mod chart;
 mod engine;
 #[cfg(feature = "cli")]
 mod pareto;
+mod pareto_points;
 mod report;
 #[cfg(feature = "cli")]
 mod svg;
@@ -27,7 +28,8 @@ mod trace;
 pub use chart::{render_svg, simulation_svg, ChartOptions};
 pub use engine::{policy_label, simulate, Progress, SimError, SimOptions, VirtualWorker};
 #[cfg(feature = "cli")]
-pub use pareto::{pareto_front, pareto_svg, render_pareto, ParetoPoint};
+pub use pareto::{pareto_front, pareto_svg, render_pareto};
+pub use pareto_points::{pareto_points, ParetoPoint};
 pub use report::{
     align_windows, bytes_text, clock_time, count_and_percent, describe_parameters, duration_text,
     memory_limit_of, percent_text, render_csv, render_text, render_text_with, summary_rows,

@@ -4,22 +4,11 @@
 
 use std::path::Path;
 
+pub use super::pareto_points::ParetoPoint;
 use super::report::percent_text;
 use super::svg::{
     escape, fit, number_ticks, panel, sans_width, write_svg, Anchor, Svg, SvgError, COLOURS,
 };
-
-/// One policy on the Pareto chart.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ParetoPoint {
-    /// The policy with its parameters, e.g. `keep-alive ttl=5m`.
-    pub label: String,
-    /// Worker-hours with no request in flight (x axis; less is better).
-    pub idle_worker_hours: f64,
-    /// The 75th percentile over keys of the per-key cold-start rate, in percent (y axis; less
-    /// is better).
-    pub p75_cold_start_pct: f64,
-}
 
 const WIDTH: f64 = 1000.0;
 const LEFT: f64 = 76.0;
@@ -35,7 +24,7 @@ pub fn render_pareto(path: &Path, title: &str, points: &[ParetoPoint]) -> Result
 /// worker-hours.
 pub fn pareto_front(points: &[ParetoPoint]) -> Vec<usize> {
     let valid =
-        |p: &ParetoPoint| p.idle_worker_hours.is_finite() && p.p75_cold_start_pct.is_finite();
+        |p: &ParetoPoint| p.idle_worker_hours.is_finite() && p.key_cold_start_pct_p75.is_finite();
     let mut front: Vec<usize> = (0..points.len())
         .filter(|&i| valid(&points[i]))
         .filter(|&i| {
@@ -43,9 +32,9 @@ pub fn pareto_front(points: &[ParetoPoint]) -> Vec<usize> {
             !points.iter().any(|q| {
                 valid(q)
                     && q.idle_worker_hours <= p.idle_worker_hours
-                    && q.p75_cold_start_pct <= p.p75_cold_start_pct
+                    && q.key_cold_start_pct_p75 <= p.key_cold_start_pct_p75
                     && (q.idle_worker_hours < p.idle_worker_hours
-                        || q.p75_cold_start_pct < p.p75_cold_start_pct)
+                        || q.key_cold_start_pct_p75 < p.key_cold_start_pct_p75)
             })
         })
         .collect();
@@ -55,8 +44,8 @@ pub fn pareto_front(points: &[ParetoPoint]) -> Vec<usize> {
             .total_cmp(&points[b].idle_worker_hours)
             .then(
                 points[b]
-                    .p75_cold_start_pct
-                    .total_cmp(&points[a].p75_cold_start_pct),
+                    .key_cold_start_pct_p75
+                    .total_cmp(&points[a].key_cold_start_pct_p75),
             )
     });
     front
@@ -70,9 +59,9 @@ pub fn pareto_svg(title: &str, points: &[ParetoPoint]) -> String {
         .filter(|&i| {
             let p = &points[i];
             p.idle_worker_hours.is_finite()
-                && p.p75_cold_start_pct.is_finite()
+                && p.key_cold_start_pct_p75.is_finite()
                 && p.idle_worker_hours >= 0.0
-                && p.p75_cold_start_pct >= 0.0
+                && p.key_cold_start_pct_p75 >= 0.0
         })
         .collect();
     let front = pareto_front(points);
@@ -116,7 +105,7 @@ pub fn pareto_svg(title: &str, points: &[ParetoPoint]) -> String {
                 "{}: {} idle worker-h, p75 cold starts {}",
                 p.label,
                 trim(p.idle_worker_hours),
-                percent_text(p.p75_cold_start_pct)
+                percent_text(p.key_cold_start_pct_p75)
             )
         })
         .collect();
@@ -182,7 +171,7 @@ pub fn pareto_svg(title: &str, points: &[ParetoPoint]) -> String {
         .fold(0.0, f64::max);
     let y_peak = valid
         .iter()
-        .map(|&i| points[i].p75_cold_start_pct)
+        .map(|&i| points[i].key_cold_start_pct_p75)
         .fold(0.0, f64::max);
     let x_ticks = number_ticks(x_peak * 1.08, 8, &trim);
     let y_ticks = number_ticks(y_peak * 1.08, 5, &|v| format!("{} %", trim(v)));
@@ -204,7 +193,7 @@ pub fn pareto_svg(title: &str, points: &[ParetoPoint]) -> String {
         .map(|&i| {
             (
                 plot.px(points[i].idle_worker_hours),
-                plot.py(points[i].p75_cold_start_pct),
+                plot.py(points[i].key_cold_start_pct_p75),
             )
         })
         .collect();
@@ -216,7 +205,7 @@ pub fn pareto_svg(title: &str, points: &[ParetoPoint]) -> String {
         marker(
             &mut svg,
             plot.px(p.idle_worker_hours),
-            plot.py(p.p75_cold_start_pct),
+            plot.py(p.key_cold_start_pct_p75),
             kinds[i],
             n + 1,
         );
@@ -303,7 +292,8 @@ mod tests {
         ParetoPoint {
             label: label.to_string(),
             idle_worker_hours: x,
-            p75_cold_start_pct: y,
+            key_cold_start_pct_p75: y,
+            on_front: false,
         }
     }
 

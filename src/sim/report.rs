@@ -15,20 +15,33 @@ use crate::config::{PolicySpec, CHAIN};
 /// One run's figures.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Summary {
-    /// Requests replayed.
+    /// Requests that arrived in the measured window.
     pub requests: u64,
-    /// Requests that had to wait for a spawn.
+    /// Of those, requests that waited for a spawn (served by a worker that finished spawning
+    /// after they arrived).
     pub cold_starts: u64,
-    /// Workers spawned.
+    /// Workers spawned (spawns started in the window), pre-warms included.
     pub spawns: u64,
+    /// Of those, spawns started by a policy's pre-warm rather than for a waiting request.
+    pub prewarm_spawns: u64,
     /// Evictions of any reason.
     pub evictions: u64,
     /// Evictions by reason.
     pub evictions_by_reason: BTreeMap<String, u64>,
     /// Integral of live workers over time, in worker-seconds.
     pub worker_seconds: f64,
-    /// Worker-seconds with no request in flight: memory held for nothing.
+    /// Worker-seconds of ready workers with no request in flight: memory held for nothing
+    /// (loading time is neither busy nor idle).
     pub idle_worker_seconds: f64,
+    /// The same in worker-hours.
+    pub idle_worker_hours: f64,
+    /// Median over the keys with at least one request in the window of each key's cold-start
+    /// percentage (nearest rank); 0 when no key had a request.
+    pub key_cold_start_pct_p50: f64,
+    /// 75th percentile of the per-key cold-start percentage (nearest rank).
+    pub key_cold_start_pct_p75: f64,
+    /// 90th percentile of the per-key cold-start percentage (nearest rank).
+    pub key_cold_start_pct_p90: f64,
     /// Most live workers at once, over all pools.
     pub peak_workers: u64,
     /// Most accounted bytes at once, over all pools.
@@ -45,9 +58,12 @@ pub struct Summary {
     pub end_secs: f64,
     /// Workers still live when the run ended.
     pub workers_at_end: u64,
-    /// The window the worker-seconds cover, seconds: the run's own end, or after
+    /// The end of the window the figures cover, seconds: the run's own end, or after
     /// [`align_windows`], the latest end among the runs compared.
     pub window_secs: f64,
+    /// The start of the measured window, seconds (`--from`; 0 by default). Policies run from
+    /// 0; only what happens from here on is counted.
+    pub from_secs: f64,
 }
 
 /// Puts runs compared side by side on one window: from 0 to the latest end among them. A run
@@ -57,9 +73,10 @@ pub fn align_windows(runs: &mut [SimRun]) {
     let window = runs.iter().map(|r| r.summary.end_secs).fold(0.0, f64::max);
     for run in runs {
         let s = &mut run.summary;
-        let extra = (window - s.end_secs).max(0.0) * s.workers_at_end as f64;
+        let extra = (window - s.end_secs.max(s.from_secs)).max(0.0) * s.workers_at_end as f64;
         s.worker_seconds += extra;
         s.idle_worker_seconds += extra;
+        s.idle_worker_hours = s.idle_worker_seconds / 3600.0;
         s.window_secs = window;
     }
 }
@@ -97,7 +114,7 @@ pub struct TimelinePoint {
 }
 
 /// One policy's run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SimRun {
     /// The policy's kind (a chain: `chain(a+b)`, its members' kinds).
     pub policy: String,
@@ -354,9 +371,26 @@ const ROWS: &[RowSpec] = &[
         cells: Cells::Value(|s| count_and_percent(s.cold_starts, s.requests)),
     },
     RowSpec {
+        label: "key cold-start % p50/p75/p90",
+        in_chart: true,
+        cells: Cells::Value(|s| {
+            format!(
+                "{} / {} / {}",
+                percent_text(s.key_cold_start_pct_p50),
+                percent_text(s.key_cold_start_pct_p75),
+                percent_text(s.key_cold_start_pct_p90)
+            )
+        }),
+    },
+    RowSpec {
         label: "spawns",
         in_chart: false,
         cells: Cells::Value(|s| s.spawns.to_string()),
+    },
+    RowSpec {
+        label: "  pre-warm",
+        in_chart: false,
+        cells: Cells::Value(|s| s.prewarm_spawns.to_string()),
     },
     RowSpec {
         label: "evictions",
@@ -411,7 +445,18 @@ const ROWS: &[RowSpec] = &[
     RowSpec {
         label: "window",
         in_chart: false,
-        cells: Cells::Value(|s| duration_text(s.window_secs)),
+        cells: Cells::Value(|s| {
+            if s.from_secs > 0.0 {
+                format!(
+                    "{} to {} ({})",
+                    clock_time(s.from_secs),
+                    clock_time(s.window_secs),
+                    duration_text(s.window_secs - s.from_secs)
+                )
+            } else {
+                duration_text(s.window_secs)
+            }
+        }),
     },
 ];
 

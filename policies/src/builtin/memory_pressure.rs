@@ -28,7 +28,8 @@ pub enum VictimOrder {
 pub struct MemoryPressureConfig {
     /// Usage (used / limit) at or above which eviction starts. Default `0.90`.
     pub high: f64,
-    /// Usage to bring the projected use down to. Default `0.80`.
+    /// Usage to bring the projected use down to, across as many ticks as it takes, once `high`
+    /// was reached. Default `0.80`.
     pub low: f64,
     /// The memory limit to measure against. Default: none, so the probe's limit (the process's
     /// cgroup limit when one is set, else physical RAM). Required by the simulator.
@@ -70,16 +71,19 @@ struct Settling {
 }
 
 /// Evicts idle workers, least recently used first across **all** pools (or largest first),
-/// while usage is at or above `high`, until the projected usage (current use minus the freed
-/// footprints) is at most `low`, at most `max_per_tick` per tick. Busy workers and workers idle
-/// for less than `min_idle` are never chosen. An unknown memory reading means "do nothing".
-/// After a round, it waits until half of the freed bytes show in the readings, or `settle`
-/// passes, before evicting again: freed memory shows late, and evicting on a stale reading
-/// thrashes.
+/// once usage reaches `high`, until the projected usage (current use minus the freed
+/// footprints) is at most `low`, at most `max_per_tick` per tick. The two watermarks form a
+/// hysteresis: once started, eviction goes on at later ticks, even with usage back below
+/// `high`, until the projected usage is at most `low`. Busy workers and workers idle for less
+/// than `min_idle` are never chosen. An unknown memory reading means "do nothing". After a
+/// round, it waits until half of the freed bytes show in the readings, or `settle` passes,
+/// before evicting again: freed memory shows late, and evicting on a stale reading thrashes.
 #[derive(Debug, Clone)]
 pub struct MemoryPressure {
     config: MemoryPressureConfig,
     settling: Option<Settling>,
+    /// Usage reached `high` and has not yet been brought down to `low`.
+    relieving: bool,
     candidates: Vec<(KeyIndex, WorkerView)>,
 }
 
@@ -114,6 +118,7 @@ impl MemoryPressure {
         Ok(MemoryPressure {
             config,
             settling: None,
+            relieving: false,
             candidates: Vec::new(),
         })
     }
@@ -146,10 +151,16 @@ impl EvictionPolicy for MemoryPressure {
             self.settling = None;
         }
         let limit_f = limit as f64;
-        if (used as f64) < self.config.high * limit_f {
+        let target = self.config.low * limit_f;
+        if (used as f64) >= self.config.high * limit_f {
+            self.relieving = true;
+        }
+        if (used as f64) <= target {
+            self.relieving = false;
+        }
+        if !self.relieving {
             return;
         }
-        let target = self.config.low * limit_f;
 
         self.candidates.clear();
         for (index, key) in snapshot.keys.iter().enumerate() {
@@ -183,6 +194,10 @@ impl EvictionPolicy for MemoryPressure {
             projected = projected.saturating_sub(worker.memory_bytes);
             freed = freed.saturating_add(worker.memory_bytes);
             proposed += 1;
+        }
+        if (projected as f64) <= target {
+            // Done once these evictions land; a later rise starts again at `high`.
+            self.relieving = false;
         }
         if proposed > 0 {
             self.settling = Some(Settling {

@@ -2,6 +2,7 @@
 
 pub mod chain;
 pub mod gradual_lru;
+pub mod hybrid_histogram;
 pub mod keep_alive;
 pub mod max_lifetime;
 pub mod memory_pressure;
