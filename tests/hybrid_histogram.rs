@@ -191,7 +191,8 @@ fn the_command_line_compares_policies_over_a_window_with_pareto_points() {
     let output = Command::new(env!("CARGO_BIN_EXE_poolwarden"))
         .args(["simulate", "--config", "config/functions.toml", "--trace"])
         .arg(&trace)
-        .args(["--from", "8h", "--until", "12h", "--json"])
+        .args(["--from", "8h", "--until", "12h", "--json", "--pareto"])
+        .arg(dir.join("pareto.svg"))
         .args([
             "--policy",
             "keep-alive:ttl=10m",
@@ -223,8 +224,14 @@ fn the_command_line_compares_policies_over_a_window_with_pareto_points() {
     assert!((hours(keep_alive) - 8.0 * 600.0 / 3600.0).abs() < 1e-6);
     assert!((hours(hybrid) - 8.0 * 233.0 / 3600.0).abs() < 1e-6);
     let pareto = json["pareto"].as_array().unwrap();
-    assert_eq!(pareto[1]["policy"], "hybrid-histogram");
+    assert!(pareto[1]["label"]
+        .as_str()
+        .unwrap()
+        .starts_with("hybrid-histogram"));
     assert_eq!(pareto[1]["on_front"], true);
     assert_eq!(pareto[0]["on_front"], false, "worse on both axes");
+    let chart = std::fs::read_to_string(dir.join("pareto.svg")).unwrap();
+    assert!(chart.starts_with("<svg"), "{chart}");
+    assert!(chart.contains("hybrid-histogram") && chart.contains("keep-alive ttl=10m"));
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -16,9 +16,9 @@ use crate::config::{
 };
 use crate::policies::format_duration;
 use crate::sim::{
-    align_windows, memory_limit_of, render_csv, render_svg, render_text_with, simulate,
-    ChartOptions, EventsShown, ServiceModel, SimError, SimOptions, SimRun, TextOptions, Trace,
-    TraceFormat,
+    align_windows, memory_limit_of, pareto_points, render_csv, render_pareto, render_svg,
+    render_text_with, simulate, ChartOptions, EventsShown, ServiceModel, SimError, SimOptions,
+    SimRun, TextOptions, Trace, TraceFormat,
 };
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -142,6 +142,10 @@ struct SimulateArgs {
     /// per policy, and the summary table.
     #[arg(long, value_name = "FILE")]
     svg: Option<PathBuf>,
+    /// Draw the Pareto chart of the policies compared as SVG: idle worker-hours against the
+    /// 75th percentile of the per-key cold-start percentage, one point per policy.
+    #[arg(long, value_name = "FILE")]
+    pareto: Option<PathBuf>,
     /// List the eviction timeline after the summary: the first 20 evictions of each policy,
     /// the first N with `--events N`, or every one with `--events all`.
     #[arg(long, value_name = "all|N", num_args = 0..=1, default_missing_value = "20", value_parser = events)]
@@ -643,6 +647,9 @@ fn run_simulate(
     if let Some(path) = &args.svg {
         check_writable("--svg", path)?;
     }
+    if let Some(path) = &args.pareto {
+        check_writable("--pareto", path)?;
+    }
 
     let config = match &args.config {
         Some(path) => load_config(path, args.table.as_deref(), registry, stdin)?,
@@ -749,6 +756,14 @@ fn run_simulate(
             },
         )
         .map_err(|e| Failure::from_error(Exit::CannotWrite, &e))?;
+    }
+    if let Some(path) = &args.pareto {
+        let title = format!(
+            "{} with {}: idle worker-hours against per-key cold starts",
+            trace.name, config.source
+        );
+        render_pareto(path, &title, &pareto_points(&runs))
+            .map_err(|e| Failure::from_error(Exit::CannotWrite, &e))?;
     }
     if args.json {
         let value = serde_json::json!({
