@@ -393,3 +393,48 @@ fn eight_threads_sixteen_keys_one_budget_never_overcommit() {
         "admission made room along the way"
     );
 }
+
+#[test]
+fn pools_built_from_one_config_share_its_budget_and_footprints() {
+    let registry = poolwarden::PolicyRegistry::new();
+    let config = poolwarden::Config::from_toml(
+        r#"
+[budgets.gpu0]
+limit = "100B"
+
+[pools.text]
+budget = "gpu0"
+memory = "60B"
+
+[pools.vision]
+budget = "gpu0"
+
+[pools.vision.models.clip]
+memory = "50B"
+"#,
+        "budgets.toml",
+        &registry,
+    )
+    .unwrap();
+    let clock = Arc::new(ManualClock::new());
+    let text = config
+        .pool_builder("text", |_key: &str| {
+            Ok::<_, SpawnError>(Model { bytes: 60 })
+        })
+        .unwrap()
+        .clock(clock.clone())
+        .build();
+    let vision = config
+        .pool_builder("vision", |_key: &str| {
+            Ok::<_, SpawnError>(Model { bytes: 50 })
+        })
+        .unwrap()
+        .clock(clock.clone())
+        .build();
+    assert!(text.budget().unwrap().same(vision.budget().unwrap()));
+    use_at(&text, &clock, "llama", 1); // 60 of 100
+    use_at(&vision, &clock, "clip", 2); // needs 50: evicts llama (the other pool's, idle)
+    assert_eq!(admitted_out(&text), ["llama"]);
+    assert_eq!(config.budget("gpu0").unwrap().used(), 50);
+    assert!(config.never_fits("vision", "clip").is_none());
+}

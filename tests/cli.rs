@@ -750,7 +750,7 @@ kind = "keep-alive"
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
     for line in [
-        "pool text: max_workers_per_model=4 max_in_flight_per_worker=1 acquire_timeout=30s memory=4GB cold_start=0s",
+        "pool text: max_workers_per_model=4 max_in_flight_per_worker=1 acquire_timeout=30s spawn_timeout=10m memory=4GB cold_start=0s budget=none",
         "  model llama: idle=5m (model), step=30s (gradual-lru), min_workers=0 (gradual-lru default), memory=16GiB (model), cold_start=0s (pool)",
         "  any other model: idle=1m (gradual-lru default), step=30s (gradual-lru), min_workers=0 (gradual-lru default), memory=4GB (pool), cold_start=0s (pool)",
         "  every model: ttl=5m (keep-alive default), min_workers=0 (keep-alive default), memory=0B (pool), cold_start=0s (pool)",

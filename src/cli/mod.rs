@@ -449,12 +449,14 @@ fn describe_config(config: &Config, registry: &PolicyRegistry) -> String {
     }
     for (name, pool) in &config.pools {
         text.push_str(&format!(
-            "pool {name}: max_workers_per_model={} max_in_flight_per_worker={} acquire_timeout={} memory={} cold_start={}\n",
+            "pool {name}: max_workers_per_model={} max_in_flight_per_worker={} acquire_timeout={} spawn_timeout={} memory={} cold_start={} budget={}\n",
             pool.max_workers_per_model,
             pool.max_in_flight_per_worker,
             format_duration(pool.acquire_timeout),
+            format_duration(pool.spawn_timeout),
             pool.memory,
             format_duration(pool.cold_start),
+            pool.budget.as_deref().unwrap_or("none"),
         ));
         match &pool.policy {
             Some(spec) => {
@@ -479,6 +481,47 @@ fn describe_config(config: &Config, registry: &PolicyRegistry) -> String {
         };
         if let Ok(values) = config.values_in_force(name, None, registry) {
             text.push_str(&format!("  {other}: {}\n", describe_values(&values)));
+        }
+    }
+    for (name, budget) in &config.budgets {
+        let pools: Vec<&str> = config
+            .pools
+            .iter()
+            .filter(|(_, p)| p.budget.as_deref() == Some(name.as_str()))
+            .map(|(p, _)| p.as_str())
+            .collect();
+        text.push_str(&format!(
+            "budget {name}: limit={} order={} probe={} pools: {}\n",
+            budget.limit,
+            match budget.order {
+                crate::policies::VictimOrder::Lru => "lru",
+                crate::policies::VictimOrder::Largest => "largest",
+            },
+            budget
+                .probe
+                .map_or_else(|| "none".to_string(), |p| p.to_string()),
+            if pools.is_empty() {
+                "none".to_string()
+            } else {
+                pools.join(", ")
+            }
+        ));
+    }
+    // A model whose footprint exceeds its budget can never load: say so (the config is valid).
+    for (name, pool) in &config.pools {
+        let models = pool.models.keys().map(|m| Some(m.as_str())).chain([None]);
+        for model in models {
+            let shown = model.unwrap_or("(any other model)");
+            if let Some((needed, budget, limit)) = config.never_fits(name, model.unwrap_or("")) {
+                if model.is_none() && pool.memory.bytes() != needed {
+                    continue;
+                }
+                text.push_str(&format!(
+                    "warning: pools.{name}: a worker of {shown} needs {}, more than budget `{budget}` holds ({}): it can never load\n",
+                    crate::policies::ByteSize(needed),
+                    crate::policies::ByteSize(limit)
+                ));
+            }
         }
     }
     text

@@ -15,13 +15,13 @@ use crate::scheduler::{Scheduler, SchedulerBuilder};
 
 impl Config {
     /// A builder for the pool `[pools.NAME]` with every key of its section applied:
-    /// `max_workers_per_model`, `max_in_flight_per_worker`, `acquire_timeout`, and each
-    /// model's overrides from `[pools.NAME.models.KEY]`. Add the clock (the scheduler's) and
-    /// anything else, then `build()`. A name the config does not have is
-    /// [`BuildError::UnknownPool`].
-    ///
-    /// `memory` and `cold_start` are for the simulator: a real factory reports its workers'
-    /// real footprints, and a spawn takes as long as it takes.
+    /// `max_workers_per_model`, `max_in_flight_per_worker`, `acquire_timeout`,
+    /// `spawn_timeout`, `budget` (the [`crate::Budget`] this config made for that name, shared
+    /// by every pool that names it), `memory` (the footprint admission reserves before a load,
+    /// per model or for the pool), `cold_start` (the load time a pre-warm starts ahead by),
+    /// and each model's overrides from `[pools.NAME.models.KEY]`; the policy's `min_workers`
+    /// is the floor admission leaves a key at. Add the clock (the scheduler's) and anything
+    /// else, then `build()`. A name the config does not have is [`BuildError::UnknownPool`].
     ///
     /// ```
     /// use poolwarden::config::{Config, PolicyRegistry};
@@ -51,12 +51,46 @@ impl Config {
         factory: impl WorkerFactory<W>,
     ) -> Result<PoolBuilder<W>, BuildError> {
         let pool = self.pool(name)?;
-        let mut builder = Pool::builder(name, factory)
+        let builder = Pool::builder(name, factory);
+        self.apply_pool(name, pool, builder)
+    }
+
+    /// [`Config::pool_builder`] for an async factory ([`Pool::builder_async`]).
+    pub fn pool_builder_async<W: Worker>(
+        &self,
+        name: &str,
+        factory: impl crate::pool::AsyncWorkerFactory<W>,
+    ) -> Result<PoolBuilder<W>, BuildError> {
+        let pool = self.pool(name)?;
+        let builder = Pool::builder_async(name, factory);
+        self.apply_pool(name, pool, builder)
+    }
+
+    fn apply_pool<W: Worker>(
+        &self,
+        name: &str,
+        pool: &super::PoolConfig,
+        builder: PoolBuilder<W>,
+    ) -> Result<PoolBuilder<W>, BuildError> {
+        let mut builder = builder
             .max_workers_per_model(pool.max_workers_per_model)
             .max_in_flight_per_worker(pool.max_in_flight_per_worker)
-            .acquire_timeout(pool.acquire_timeout);
+            .acquire_timeout(pool.acquire_timeout)
+            .spawn_timeout(pool.spawn_timeout)
+            .memory(pool.memory.bytes())
+            .cold_start(pool.cold_start)
+            .min_workers(min_workers(self.effective_policy(name)?));
+        if let Some(budget) = &pool.budget {
+            builder = builder.budget(&self.budget(budget)?);
+        }
         for (model, model_config) in &pool.models {
             builder = builder.model_overrides(model, model_config.overrides);
+            if let Some(memory) = model_config.memory {
+                builder = builder.model_memory(model, memory.bytes());
+            }
+            if let Some(load) = model_config.cold_start {
+                builder = builder.model_cold_start(model, load);
+            }
         }
         Ok(builder)
     }
@@ -220,4 +254,15 @@ impl Deref for ConfiguredScheduler {
     fn deref(&self) -> &Scheduler {
         &self.scheduler
     }
+}
+
+/// The `min_workers` a policy keeps every key at (a chain: the highest of its members').
+fn min_workers(spec: &PolicySpec) -> usize {
+    let own = spec
+        .params
+        .get("min_workers")
+        .and_then(toml::Value::as_integer)
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(0);
+    spec.members.iter().map(min_workers).fold(own, usize::max)
 }

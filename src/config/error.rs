@@ -186,4 +186,23 @@ pub enum BuildError {
         /// The pool.
         pool: String,
     },
+    /// The configuration has no `[budgets.NAME]` of this name.
+    #[error("{config} has no budget `{budget}`")]
+    UnknownBudget {
+        /// The budget asked for.
+        budget: String,
+        /// The configuration's source.
+        config: String,
+    },
+    /// A budget's probe could not be opened (no NVIDIA driver, a build without the `nvml`
+    /// feature).
+    #[error("budget `{budget}`: cannot open its probe `{probe}`: {message}")]
+    Probe {
+        /// The budget.
+        budget: String,
+        /// The probe as configured.
+        probe: String,
+        /// Why.
+        message: String,
+    },
 }

@@ -40,7 +40,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use poolwarden_policies::{ByteSize, EvictionPolicy, ModelOverrides};
+use poolwarden_policies::{ByteSize, EvictionPolicy, ModelOverrides, VictimOrder};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
@@ -78,6 +78,79 @@ pub struct Config {
     pub policy: PolicySpec,
     /// `[pools.NAME]`, by name.
     pub pools: BTreeMap<String, PoolConfig>,
+    /// `[budgets.NAME]`, by name.
+    pub budgets: BTreeMap<String, BudgetConfig>,
+    /// The budgets made from this config, shared by every pool built from it (and its clones).
+    pub(crate) budget_handles: BudgetHandles,
+}
+
+/// `[budgets.NAME]`: a memory budget that pools opt into with `budget = "NAME"` (see
+/// [`crate::budget`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetConfig {
+    /// The budget's limit. Required; greater than 0.
+    pub limit: ByteSize,
+    /// Victim order when making room: `"lru"` (default) or `"largest"`.
+    pub order: VictimOrder,
+    /// The device's probe: a spawn also needs its footprint available in its reading. Default:
+    /// none.
+    pub probe: Option<BudgetProbe>,
+}
+
+/// Which probe a budget reads (`probe = "..."`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetProbe {
+    /// `"system"`: the host's RAM, as sysinfo reads it.
+    System,
+    /// `"cgroup"`: RAM under this process's cgroup limit (the host's when there is none).
+    Cgroup,
+    /// `"nvml:N"`: GPU number N through NVML (needs the `nvml` feature and a driver).
+    Nvml(u32),
+}
+
+impl std::fmt::Display for BudgetProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BudgetProbe::System => f.write_str("system"),
+            BudgetProbe::Cgroup => f.write_str("cgroup"),
+            BudgetProbe::Nvml(index) => write!(f, "nvml:{index}"),
+        }
+    }
+}
+
+impl std::str::FromStr for BudgetProbe {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "system" => Ok(BudgetProbe::System),
+            "cgroup" => Ok(BudgetProbe::Cgroup),
+            _ => text
+                .strip_prefix("nvml:")
+                .and_then(|n| n.parse().ok())
+                .map(BudgetProbe::Nvml)
+                .ok_or_else(|| {
+                    format!("unknown probe `{text}`; expected \"system\", \"cgroup\" or \"nvml:N\" (GPU number N)")
+                }),
+        }
+    }
+}
+
+/// The [`crate::Budget`]s made from one config, by name (made on first use).
+#[derive(Clone, Default)]
+pub(crate) struct BudgetHandles(Arc<std::sync::Mutex<BTreeMap<String, crate::Budget>>>);
+
+impl std::fmt::Debug for BudgetHandles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BudgetHandles")
+    }
+}
+
+impl PartialEq for BudgetHandles {
+    /// Two configs are equal by their contents, whichever budgets were made from them.
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
 }
 
 /// `[scheduler]`.
@@ -105,6 +178,11 @@ pub struct PoolConfig {
     pub policy: Option<PolicySpec>,
     /// `[pools.NAME.models.KEY]`, by key.
     pub models: BTreeMap<String, ModelConfig>,
+    /// The memory budget (`[budgets.NAME]`) the pool's spawns are admitted against. Default:
+    /// none (not limited).
+    pub budget: Option<String>,
+    /// How long a load may take before it counts as failed. Default `"10m"`; > 0.
+    pub spawn_timeout: Duration,
 }
 
 /// `[pools.NAME.models.KEY]`: per-model settings. Every key is optional; unset means the
@@ -335,6 +413,18 @@ struct RawConfig {
     policy: Option<IgnoredAny>,
     #[serde(default)]
     pools: BTreeMap<String, RawPool>,
+    #[serde(default)]
+    budgets: BTreeMap<String, RawBudget>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBudget {
+    limit: ByteSize,
+    #[serde(default)]
+    order: VictimOrder,
+    #[serde(default)]
+    probe: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -365,6 +455,9 @@ struct RawPool {
     #[allow(dead_code)]
     policy: Option<IgnoredAny>,
     models: BTreeMap<String, BTreeMap<String, IgnoredAny>>,
+    budget: Option<String>,
+    #[serde(with = "humantime_serde")]
+    spawn_timeout: Duration,
 }
 
 impl Default for RawPool {
@@ -377,6 +470,8 @@ impl Default for RawPool {
             cold_start: Duration::ZERO,
             policy: None,
             models: BTreeMap::new(),
+            budget: None,
+            spawn_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -617,6 +712,64 @@ impl Config {
         })
     }
 
+    /// The [`crate::Budget`] named `name`, made on first use and shared by every pool built
+    /// from this config (and its clones), with its probe opened.
+    pub fn budget(&self, name: &str) -> Result<crate::Budget, BuildError> {
+        let mut made = self
+            .budget_handles
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(budget) = made.get(name) {
+            return Ok(budget.clone());
+        }
+        let config = self
+            .budgets
+            .get(name)
+            .ok_or_else(|| BuildError::UnknownBudget {
+                budget: name.to_string(),
+                config: self.source.clone(),
+            })?;
+        let mut builder = crate::Budget::builder(name, config.limit.bytes()).order(config.order);
+        match config.probe {
+            None => {}
+            Some(BudgetProbe::System) => builder = builder.probe(crate::SysinfoProbe::host()),
+            Some(BudgetProbe::Cgroup) => builder = builder.probe(crate::SysinfoProbe::new()),
+            #[cfg(feature = "nvml")]
+            Some(BudgetProbe::Nvml(index)) => {
+                let probe = crate::probe::NvmlProbe::new(index).map_err(|e| BuildError::Probe {
+                    budget: name.to_string(),
+                    probe: format!("nvml:{index}"),
+                    message: e.to_string(),
+                })?;
+                builder = builder.probe(probe);
+            }
+            #[cfg(not(feature = "nvml"))]
+            Some(BudgetProbe::Nvml(index)) => {
+                return Err(BuildError::Probe {
+                    budget: name.to_string(),
+                    probe: format!("nvml:{index}"),
+                    message: "this build has no NVML support (build with `--features nvml`)"
+                        .to_string(),
+                })
+            }
+        }
+        let budget = builder.build();
+        made.insert(name.to_string(), budget.clone());
+        Ok(budget)
+    }
+
+    /// The footprint of one worker of `model` in `pool` before it loads (per-model `memory`,
+    /// else the pool's), and whether it exceeds the limit of the pool's budget (then it can
+    /// never load).
+    pub fn never_fits(&self, pool: &str, model: &str) -> Option<(u64, &str, u64)> {
+        let config = self.pools.get(pool)?;
+        let budget = config.budget.as_deref()?;
+        let limit = self.budgets.get(budget)?.limit.bytes();
+        let needed = config.memory_of(model);
+        (needed > limit).then_some((needed, budget, limit))
+    }
+
     /// The policy that governs `pool`: its own, else the default.
     pub fn effective_policy(&self, pool: &str) -> Result<&PolicySpec, BuildError> {
         Ok(self.pool(pool)?.policy.as_ref().unwrap_or(&self.policy))
@@ -825,6 +978,32 @@ impl<'t> Loader<'t> {
             None => PolicySpec::of_kind("gradual-lru"),
         };
 
+        let mut budgets = BTreeMap::new();
+        for (name, raw_budget) in raw.budgets {
+            let base = self.full(&[Seg::Key("budgets"), Seg::Key(&name)]);
+            let fail = |key: &str, message: String| {
+                let mut path = render(&base);
+                path.push('.');
+                path.push_str(key);
+                self.error_at(key_span(root, &base, key), path, message)
+            };
+            if raw_budget.limit.bytes() == 0 {
+                return Err(fail("limit", "must be greater than 0".into()));
+            }
+            let probe = match raw_budget.probe {
+                Some(text) => Some(text.parse::<BudgetProbe>().map_err(|e| fail("probe", e))?),
+                None => None,
+            };
+            budgets.insert(
+                name,
+                BudgetConfig {
+                    limit: raw_budget.limit,
+                    order: raw_budget.order,
+                    probe,
+                },
+            );
+        }
+
         let mut pools = BTreeMap::new();
         for (name, raw_pool) in raw.pools {
             let base = self.full(&[Seg::Key("pools"), Seg::Key(&name)]);
@@ -842,6 +1021,37 @@ impl<'t> Loader<'t> {
                     "max_in_flight_per_worker",
                     "must be at least 1".into(),
                 ));
+            }
+            if raw_pool.max_in_flight_per_worker > crate::pool::MAX_IN_FLIGHT_PER_WORKER {
+                return Err(fail(
+                    "max_in_flight_per_worker",
+                    format!(
+                        "must be at most {}, got {}",
+                        crate::pool::MAX_IN_FLIGHT_PER_WORKER,
+                        raw_pool.max_in_flight_per_worker
+                    ),
+                ));
+            }
+            if raw_pool.spawn_timeout.is_zero() {
+                return Err(fail("spawn_timeout", "must be greater than 0".into()));
+            }
+            if let Some(budget) = &raw_pool.budget {
+                if !budgets.contains_key(budget) {
+                    let known: Vec<&str> = budgets.keys().map(String::as_str).collect();
+                    return Err(fail(
+                        "budget",
+                        if known.is_empty() {
+                            format!(
+                                "unknown budget `{budget}`: the config has no [budgets.{budget}]"
+                            )
+                        } else {
+                            format!(
+                                "unknown budget `{budget}`; known budgets: {}",
+                                known.join(", ")
+                            )
+                        },
+                    ));
+                }
             }
             let own_path = self.full(&[Seg::Key("pools"), Seg::Key(&name), Seg::Key("policy")]);
             let own = match value_at(root, &own_path) {
@@ -875,6 +1085,8 @@ impl<'t> Loader<'t> {
                     cold_start: raw_pool.cold_start,
                     policy: own,
                     models,
+                    budget: raw_pool.budget,
+                    spawn_timeout: raw_pool.spawn_timeout,
                 },
             );
         }
@@ -884,6 +1096,8 @@ impl<'t> Loader<'t> {
             scheduler: SchedulerConfig { tick },
             policy,
             pools,
+            budgets,
+            budget_handles: BudgetHandles::default(),
         })
     }
 

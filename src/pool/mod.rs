@@ -44,6 +44,10 @@ use timer::Timer;
 use waiter::{Outcome, Wake};
 
 pub use acquire::Acquire;
+
+/// The most requests a worker can serve at once (16,777,215: the width of the in-flight field
+/// of a worker's state word).
+pub const MAX_IN_FLIGHT_PER_WORKER: u32 = cell::MAX_IN_FLIGHT;
 pub use error::AcquireError;
 pub use inner::ADMISSION_LOG;
 pub use lease::Lease;
@@ -238,7 +242,8 @@ impl<W: Worker> PoolBuilder<W> {
         self
     }
 
-    /// Requests a worker serves at once. Default 1; at least 1, at most 16,777,215.
+    /// Requests a worker serves at once. Default 1; at least 1, at most
+    /// [`MAX_IN_FLIGHT_PER_WORKER`].
     pub fn max_in_flight_per_worker(mut self, n: u32) -> Self {
         self.max_in_flight_per_worker = n.clamp(1, cell::MAX_IN_FLIGHT);
         self

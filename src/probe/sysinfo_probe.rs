@@ -23,6 +23,14 @@ impl SysinfoProbe {
         }
     }
 
+    /// A probe of the host's RAM, ignoring any cgroup limit (a budget's `probe = "system"`).
+    pub fn host() -> Self {
+        SysinfoProbe {
+            system: System::new(),
+            cgroup: None,
+        }
+    }
+
     /// The cgroup limit and usage as of now, if the process has a limit.
     pub fn cgroup(&self) -> Option<CgroupMemory> {
         self.cgroup.as_ref().and_then(CgroupLocator::read)
