@@ -375,3 +375,63 @@ fn manual_prewarms_are_reported_for_the_caller_and_a_zero_cancels() {
         assert!(scheduler.tick_once().prewarms.is_empty(), "cancelled");
     }
 }
+
+#[test]
+fn a_request_that_waits_through_a_tick_for_its_load_keeps_its_arrival_time() {
+    let clock = Arc::new(ManualClock::new());
+    let gate = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let g = gate.clone();
+    let pool = Pool::builder("p", move |_key: &str| {
+        let (open, cv) = &*g;
+        let mut open = open.lock().unwrap();
+        while !*open {
+            open = cv.wait(open).unwrap();
+        }
+        Ok::<_, SpawnError>(Model { bytes: 1 })
+    })
+    .clock(clock.clone())
+    .build();
+    let recorder = Recorder::default();
+    let scheduler = Scheduler::builder()
+        .clock(clock.clone())
+        .policy(Box::new(recorder.clone()))
+        .build();
+    scheduler.register(&pool);
+    clock.set(secs(1));
+    let request = {
+        let pool = pool.clone();
+        std::thread::spawn(move || drop(pool.acquire("m").unwrap()))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pool.starting("m") == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    clock.set(secs(2));
+    scheduler.tick_once(); // the request still waits for its load
+    let seen = recorder.take();
+    assert_eq!((seen[0].arrivals, seen[0].first_arrival), (0, None));
+    *gate.0.lock().unwrap() = true;
+    gate.1.notify_all();
+    request.join().unwrap();
+    clock.set(secs(3));
+    scheduler.tick_once();
+    let seen = recorder.take();
+    assert_eq!(seen[0].arrivals, 1);
+    assert_eq!(
+        seen[0].first_arrival,
+        Some(secs(1)),
+        "when it arrived, not when it was served"
+    );
+}
+
+#[test]
+fn a_worker_added_idle_counts_no_arrival() {
+    let clock = Arc::new(ManualClock::new());
+    let (pool, scheduler, recorder) = recorded(&clock);
+    pool.reserve("m").unwrap().complete_idle(Model { bytes: 1 });
+    assert_eq!((pool.workers("m"), pool.in_flight("m")), (1, 0));
+    clock.set(secs(1));
+    scheduler.tick_once();
+    let seen = recorder.take();
+    assert_eq!((seen[0].arrivals, seen[0].first_arrival), (0, None));
+}

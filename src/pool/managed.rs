@@ -125,9 +125,16 @@ impl<W: Worker> ManagedPool for Pool<W> {
             if unstamped {
                 stamp_released(&inner.shared, &entry.workers, &mut buffer.workers[start..]);
             }
-            let was_idle = entry
-                .idle_at_tick
-                .swap(in_flight == 0 && entry.waiters.is_empty(), Ordering::AcqRel);
+            let was_idle = if arrivals == 0 && first != NO_TIME {
+                // A request arrived but is not served yet (its worker is loading): keep its
+                // arrival time, and the key's quiet state, for the tick that sees it served.
+                entry.first_arrival.fetch_min(first, Ordering::AcqRel);
+                false
+            } else {
+                entry
+                    .idle_at_tick
+                    .swap(in_flight == 0 && entry.waiters.is_empty(), Ordering::AcqRel)
+            };
             let first_arrival = (was_idle && arrivals > 0).then(|| {
                 if first == NO_TIME {
                     // Served at once by a ready worker under a clock that is not read on the

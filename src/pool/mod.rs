@@ -374,7 +374,18 @@ impl<W: Worker> SpawnReservation<W> {
     }
 
     /// Adds `worker` to the pool and returns a lease on it for the caller that reserved it.
-    pub fn complete(mut self, worker: W) -> Lease<W> {
+    pub fn complete(self, worker: W) -> Lease<W> {
+        let cell = self.add(worker, 1);
+        Lease { cell }
+    }
+
+    /// Adds `worker` to the pool idle, with no request on it (a pre-warm): no arrival is
+    /// counted for it.
+    pub fn complete_idle(self, worker: W) {
+        self.add(worker, 0);
+    }
+
+    fn add(mut self, worker: W, in_flight: u32) -> Arc<cell::WorkerCell<W>> {
         self.done = true;
         let inner = &self.pool.inner;
         let took = inner.now().saturating_sub(self.started);
@@ -382,13 +393,13 @@ impl<W: Worker> SpawnReservation<W> {
         let cell = inner.map.write(&self.key, |entry| {
             let position = entry.spawns.iter().position(|t| t.id == ticket)?;
             let ticket = entry.spawns.remove(position);
-            Some(inner.add_worker(entry, worker, &ticket, took, 1))
+            Some(inner.add_worker(entry, worker, &ticket, took, in_flight))
         });
         if let Some((budget, _)) = &inner.budget {
             budget.notify();
         }
         match cell.flatten() {
-            Some(cell) => Lease { cell },
+            Some(cell) => cell,
             None => unreachable!("a reservation's ticket lives until it completes or drops"),
         }
     }
