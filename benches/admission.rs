@@ -57,7 +57,11 @@ fn admission(c: &mut Criterion) {
             for i in 0..iters {
                 let n = previous.0 + 1 + i;
                 let id = load(&pool, n);
-                let old_key = if (n - 1).is_multiple_of(2) { "even" } else { "odd" };
+                let old_key = if (n - 1).is_multiple_of(2) {
+                    "even"
+                } else {
+                    "odd"
+                };
                 black_box(pool.evict(old_key, previous.1, EvictionReason::Manual));
                 previous.1 = id;
             }
@@ -94,7 +98,11 @@ fn admission(c: &mut Criterion) {
                 let start = Instant::now();
                 let id = load(&pool, n);
                 total += start.elapsed();
-                let old_key = if previous.0.is_multiple_of(2) { "even" } else { "odd" };
+                let old_key = if previous.0.is_multiple_of(2) {
+                    "even"
+                } else {
+                    "odd"
+                };
                 pool.evict(old_key, previous.1, EvictionReason::Manual);
                 previous = (n, id);
             }

@@ -346,6 +346,24 @@ impl Worker for Checked {
 
 #[test]
 fn stress_sync_and_async_requests_against_a_tick_that_evicts_every_idle_worker() {
+    stress(2_000, 500);
+}
+
+/// The long stress run: `cargo test --release --test reliability -- --ignored` (scale it with
+/// `POOLWARDEN_STRESS_ROUNDS`, default 100: 100 times the leases of the quick run).
+#[test]
+#[ignore = "long: run on demand"]
+fn long_stress_run() {
+    let rounds: usize = std::env::var("POOLWARDEN_STRESS_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    stress(2_000 * rounds, 500 * rounds);
+}
+
+/// Two threads with `thread_leases` blocking acquires each and eight tasks with `task_leases`
+/// async acquires each, on three keys, against a 1 ms tick that evicts every idle worker.
+fn stress(thread_leases: usize, task_leases: usize) {
     let spawned = Arc::new(AtomicU64::new(0));
     let s = spawned.clone();
     let pool = Pool::builder("stress", move |key: &str| {
@@ -373,7 +391,7 @@ fn stress_sync_and_async_requests_against_a_tick_that_evicts_every_idle_worker()
         let pool = pool.clone();
         let served = served.clone();
         threads.push(std::thread::spawn(move || {
-            for i in 0..2_000 {
+            for i in 0..thread_leases {
                 let lease = pool.acquire(keys[(t + i) % 3]).unwrap();
                 assert!(
                     !lease.down.load(Ordering::SeqCst),
@@ -398,7 +416,7 @@ fn stress_sync_and_async_requests_against_a_tick_that_evicts_every_idle_worker()
             let pool = pool.clone();
             let served = served.clone();
             tasks.push(tokio::spawn(async move {
-                for i in 0..500 {
+                for i in 0..task_leases {
                     let lease = pool.acquire_async(keys[(t + i) % 3]).await.unwrap();
                     assert!(
                         !lease.down.load(Ordering::SeqCst),
@@ -419,7 +437,10 @@ fn stress_sync_and_async_requests_against_a_tick_that_evicts_every_idle_worker()
     for thread in threads {
         thread.join().unwrap();
     }
-    assert_eq!(served.load(Ordering::SeqCst), 2 * 2_000 + 8 * 500);
+    assert_eq!(
+        served.load(Ordering::SeqCst),
+        (2 * thread_leases + 8 * task_leases) as u64
+    );
     assert!(eventually(Duration::from_secs(30), || pool
         .stats()
         .total_workers()
