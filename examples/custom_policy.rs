@@ -1,5 +1,6 @@
-//! A policy written outside the library crates, registered by name, selected from TOML, and
-//! shown evicting under a manual clock, then judged against the baselines on real traffic.
+//! A policy written outside the library crates (`examples/support/learned_keep_alive.rs`),
+//! registered by name, selected from TOML, and shown evicting under a manual clock, then judged
+//! against the baselines on real traffic.
 //!
 //! `learned-keep-alive` learns each key's quiet periods (the time between the key going idle
 //! and its next request, including requests that came and went between two ticks) across
@@ -15,167 +16,16 @@
 //! Run with `cargo run --release --example custom_policy` (the comparison replays 12 h of
 //! traffic five times; it is skipped when `../shared/traces` is absent).
 
-use std::collections::{HashMap, VecDeque};
+#[path = "support/learned_keep_alive.rs"]
+mod learned_keep_alive;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use poolwarden::config::{Config, PolicyRegistry};
-use poolwarden::policies::{
-    EvictionPolicy, EvictionReason, InvalidParameter, KeyId, Proposal, Snapshot,
-};
 use poolwarden::sim::{simulate, ServiceModel, SimOptions, Summary, Trace, TraceFormat};
 use poolwarden::{Lease, ManualClock, Pool, Scheduler, SpawnError, Worker};
-use serde::Deserialize;
-
-/// Parameters of `learned-keep-alive`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LearnedKeepAliveConfig {
-    /// Which percentile of the observed quiet periods to keep workers for (0, 1].
-    #[serde(default = "default_percentile")]
-    percentile: f64,
-    /// Never keep a quiet key for less than this.
-    #[serde(with = "humantime_serde", default = "default_floor")]
-    floor: Duration,
-    /// Never keep a quiet key for more than this (also the keep-alive before anything is learnt).
-    #[serde(with = "humantime_serde", default = "default_ceiling")]
-    ceiling: Duration,
-}
-
-fn default_percentile() -> f64 {
-    0.9
-}
-fn default_floor() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_ceiling() -> Duration {
-    Duration::from_secs(600)
-}
-
-/// Quiet periods remembered per key: the latest ones, so that memory and work stay bounded.
-const HISTORY: usize = 64;
-
-/// What the policy remembers of one key between ticks.
-#[derive(Default)]
-struct KeyHistory {
-    /// The key's id when last seen.
-    id: KeyId,
-    /// When the key last went quiet (its last request finished); kept after its last worker
-    /// goes, so that the next request still ends the quiet period.
-    quiet_since: Option<Duration>,
-    /// The latest quiet periods that ended in a request, oldest first.
-    gaps: VecDeque<Duration>,
-    /// The keep-alive they give, recomputed when one is added (not every tick).
-    keep_alive: Option<Duration>,
-}
-
-struct LearnedKeepAlive {
-    config: LearnedKeepAliveConfig,
-    /// Histories, found by the key's stable id; a key that comes back under a new id is linked
-    /// to its history by (pool, name) once.
-    keys: Vec<KeyHistory>,
-    by_id: HashMap<(usize, KeyId), usize>,
-    by_name: HashMap<(usize, Arc<str>), usize>,
-}
-
-impl LearnedKeepAlive {
-    fn new(config: LearnedKeepAliveConfig) -> Result<Self, InvalidParameter> {
-        if !(config.percentile > 0.0 && config.percentile <= 1.0) {
-            return Err(InvalidParameter::new("percentile", "must be in (0, 1]"));
-        }
-        if config.floor > config.ceiling {
-            return Err(InvalidParameter::new("floor", "must not exceed ceiling"));
-        }
-        Ok(LearnedKeepAlive {
-            config,
-            keys: Vec::new(),
-            by_id: HashMap::new(),
-            by_name: HashMap::new(),
-        })
-    }
-
-    fn history(&mut self, pool: usize, id: KeyId, name: &Arc<str>) -> &mut KeyHistory {
-        if let Some(&index) = self.by_id.get(&(pool, id)) {
-            return &mut self.keys[index];
-        }
-        let next = self.keys.len();
-        let index = *self.by_name.entry((pool, Arc::clone(name))).or_insert(next);
-        if index == next {
-            self.keys.push(KeyHistory::default());
-        }
-        let old = std::mem::replace(&mut self.keys[index].id, id);
-        self.by_id.remove(&(pool, old));
-        self.by_id.insert((pool, id), index);
-        &mut self.keys[index]
-    }
-}
-
-/// How long a quiet key keeps its workers: the configured percentile of its past quiet periods,
-/// clamped to [floor, ceiling]; the ceiling until one has been observed.
-fn keep_alive(config: &LearnedKeepAliveConfig, gaps: &VecDeque<Duration>) -> Duration {
-    if gaps.is_empty() {
-        return config.ceiling;
-    }
-    let mut sorted: Vec<Duration> = gaps.iter().copied().collect();
-    sorted.sort_unstable();
-    let rank = ((config.percentile * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1].clamp(config.floor, config.ceiling)
-}
-
-impl EvictionPolicy for LearnedKeepAlive {
-    fn name(&self) -> &str {
-        "learned-keep-alive"
-    }
-
-    fn propose(&mut self, snapshot: &Snapshot<'_>, out: &mut Vec<Proposal>) {
-        let config = self.config.clone();
-        for (index, key) in snapshot.governed_keys() {
-            let workers = snapshot.workers_of(key);
-            let history = self.history(key.pool, key.id, &key.key);
-            // The first request after a quiet period ends it, even one that came and went
-            // between two ticks: learn its length.
-            if let (Some(arrived), Some(since)) = (key.first_arrival, history.quiet_since) {
-                if history.gaps.len() == HISTORY {
-                    history.gaps.pop_front();
-                }
-                history.gaps.push_back(arrived.saturating_sub(since));
-                history.keep_alive = Some(keep_alive(&config, &history.gaps));
-                history.quiet_since = None;
-            }
-            let busy = workers.iter().any(|w| !w.is_idle());
-            if busy {
-                history.quiet_since = None;
-            } else if key.arrivals > 0 || history.quiet_since.is_none() {
-                if let Some(last) = workers.iter().map(|w| w.last_used).max() {
-                    history.quiet_since = Some(last);
-                }
-            }
-            let (Some(since), false) = (history.quiet_since, busy) else {
-                continue;
-            };
-            let keep = history.keep_alive.unwrap_or(config.ceiling);
-            if snapshot.now.saturating_sub(since) >= keep {
-                if let Some(victim) = workers.iter().min_by_key(|w| (w.last_used, w.id)) {
-                    out.push(Proposal::evict(
-                        index,
-                        victim,
-                        EvictionReason::custom("learned-keep-alive"),
-                    ));
-                }
-            }
-        }
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "learned-keep-alive percentile={} floor={} ceiling={}",
-            self.config.percentile,
-            poolwarden::policies::format_duration(self.config.floor),
-            poolwarden::policies::format_duration(self.config.ceiling)
-        )
-    }
-}
 
 struct Model;
 
@@ -213,9 +63,7 @@ max_in_flight_per_worker = 16777215
 fn main() {
     // 1. Register the kind next to the built-ins.
     let mut registry = PolicyRegistry::new();
-    registry.register("learned-keep-alive", |config: LearnedKeepAliveConfig| {
-        Ok(Box::new(LearnedKeepAlive::new(config)?) as Box<dyn EvictionPolicy>)
-    });
+    learned_keep_alive::register(&mut registry);
 
     // 2. Operators select it in TOML.
     let text = format!("{CONFIG}\n[policy]\n{POLICY}\n");
