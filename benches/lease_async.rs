@@ -7,14 +7,16 @@
 //!   in one loop inside one `block_on` of a tokio current-thread runtime (`iter_custom`), so
 //!   each pays the same executor cost, which is nothing per iteration: a ready future is
 //!   polled once, in place. The sync `acquire` runs in that same loop, as a plain call.
-//!   After the group, the same four run again interleaved (rounds of 20,000 round trips of
-//!   each in turn) and the medians of the per-round ratios are printed to stderr: a check of
-//!   criterion's ratios that the host's slow phases cannot skew.
+//!   After them, the same round trips (and `acquire_async_noop_waker`) run again interleaved:
+//!   301 rounds, each timing 2,000 round trips of each function in turn (a fraction of a
+//!   millisecond each), starting with another function each round. The medians of the
+//!   per-round ratios are printed to stderr: a check of criterion's ratios that the host's slow
+//!   phases, which fall on functions measured seconds apart, cannot skew.
 //! * `acquire_async_noop_waker` (context): the same round trip with no runtime at all, the
 //!   future polled once by hand with a no-op waker (it is ready at the first poll when a worker
 //!   is free).
 //! * `handoff_8_tasks`: one worker, eight tasks on a two-thread tokio runtime, each task taking
-//!   the worker, holding it across an `.await` (a yield) and dropping it, so that every
+//!   the worker, holding it across an `.await` (a yield) and dropping it, so that nearly every
 //!   acquisition waits in the key's queue and is served by a hand-off from the previous
 //!   holder. One iteration is one acquisition; criterion's figure is the throughput. Every wait
 //!   (from the call to the lease in hand) is recorded, and the p50, p99 and longest wait are
@@ -139,6 +141,7 @@ async fn bb8_pool() -> bb8::Pool<Bb8Trivial> {
 }
 
 /// Polls `future` once with a no-op waker; it must be ready.
+#[inline(always)]
 fn ready_now<F: Future>(future: F) -> F::Output {
     let future = pin!(future);
     match future.poll(&mut Context::from_waker(Waker::noop())) {
@@ -181,7 +184,13 @@ fn uncontended(c: &mut Criterion) {
         })
     });
     group.bench_function("acquire_async_noop_waker", |b| {
-        b.iter(|| drop(black_box(ready_now(pool.acquire_async(black_box(KEY))))))
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                drop(black_box(ready_now(pool.acquire_async(black_box(KEY)))));
+            }
+            start.elapsed()
+        })
     });
     group.bench_function("deadpool", |b| {
         b.iter_custom(|iters| {
@@ -214,14 +223,14 @@ fn rounds() -> (usize, u64) {
     if std::env::args().any(|a| a == "--test") {
         (1, 100)
     } else {
-        (41, 20_000)
+        (301, 2_000)
     }
 }
 
-/// The uncontended round trips again, interleaved: each round times a block of each of the four
-/// in turn, a few milliseconds apart, so that the host's slow phases (which move criterion's
-/// medians, measured seconds apart, by up to 60 %) fall on all four alike. Prints the median
-/// over the rounds of each per-round ratio to stderr.
+/// The uncontended round trips again, interleaved: each round times a short block of each of
+/// the five in turn, so that the host's slow phases (which move criterion's medians, measured
+/// seconds apart, by up to 60 %) fall on all of them alike. Prints the median over the rounds of
+/// each per-round ratio to stderr.
 fn interleaved(
     runtime: &tokio::runtime::Runtime,
     pool: &Pool<Model>,
@@ -229,50 +238,66 @@ fn interleaved(
     bb8: &bb8::Pool<Bb8Trivial>,
 ) {
     let (rounds, n) = rounds();
-    let mut ratios: [Vec<f64>; 3] = Default::default();
+    let mut ratios: [Vec<f64>; 4] = Default::default();
     let mut sync_ns = Vec::with_capacity(rounds);
-    for _ in 0..rounds {
-        let times = runtime.block_on(async {
-            let start = Instant::now();
-            for _ in 0..n {
-                drop(black_box(pool.acquire(black_box(KEY))));
-            }
-            let sync = start.elapsed();
-            let start = Instant::now();
-            for _ in 0..n {
-                drop(black_box(pool.acquire_async(black_box(KEY)).await));
-            }
-            let asynchronous = start.elapsed();
-            let start = Instant::now();
-            for _ in 0..n {
-                drop(black_box(deadpool.get().await));
-            }
-            let deadpool = start.elapsed();
-            let start = Instant::now();
-            for _ in 0..n {
-                drop(black_box(bb8.get().await));
-            }
-            [sync, asynchronous, deadpool, start.elapsed()]
-        });
-        let [sync, asynchronous, deadpool, bb8] = times.map(|t| t.as_secs_f64());
+    for round in 0..rounds {
+        // Each round starts with another function, so that none is always first.
+        let mut times = [0.0f64; 5];
+        for turn in 0..times.len() {
+            let function = (round + turn) % times.len();
+            times[function] = runtime.block_on(async {
+                let start = Instant::now();
+                match function {
+                    0 => {
+                        for _ in 0..n {
+                            drop(black_box(pool.acquire(black_box(KEY))));
+                        }
+                    }
+                    1 => {
+                        for _ in 0..n {
+                            drop(black_box(pool.acquire_async(black_box(KEY)).await));
+                        }
+                    }
+                    2 => {
+                        for _ in 0..n {
+                            drop(black_box(deadpool.get().await));
+                        }
+                    }
+                    3 => {
+                        for _ in 0..n {
+                            drop(black_box(bb8.get().await));
+                        }
+                    }
+                    _ => {
+                        for _ in 0..n {
+                            drop(black_box(ready_now(pool.acquire_async(black_box(KEY)))));
+                        }
+                    }
+                }
+                start.elapsed().as_secs_f64()
+            });
+        }
+        let [sync, asynchronous, deadpool, bb8, noop] = times;
         sync_ns.push(sync * 1e9 / n as f64);
         ratios[0].push(asynchronous / sync);
         ratios[1].push(deadpool / asynchronous);
         ratios[2].push(bb8 / asynchronous);
+        ratios[3].push(noop / sync);
     }
     let median = |values: &mut Vec<f64>| {
         values.sort_by(f64::total_cmp);
         values[values.len() / 2]
     };
     let sync = median(&mut sync_ns);
-    let [a, d, b] = &mut ratios;
+    let [a, d, b, noop] = &mut ratios;
     eprintln!(
         "lease_async interleaved ({rounds} rounds of {n} round trips each; medians of the per-round \
          ratios): acquire_async/acquire {:.2}, deadpool/acquire_async {:.2}, \
-         bb8/acquire_async {:.2} (acquire {sync:.1} ns)",
+         bb8/acquire_async {:.2}, acquire_async_noop_waker/acquire {:.2} (acquire {sync:.1} ns)",
         median(a),
         median(d),
         median(b),
+        median(noop),
     );
 }
 
