@@ -14,7 +14,7 @@
 //! middle of the load it started, whose load still completes and serves the next request. A
 //! heartbeat task ticks every 10 ms throughout, and its longest gap shows that the runtime never
 //! stalled. A summary ends the run, and the program checks what it claims: it exits with an
-//! error if any request was lost or the pool's accounting is off. It takes about a second.
+//! error if any request was lost or the pool's accounting is off. It takes about 1.3 s.
 
 use std::future::Future;
 use std::pin::pin;
@@ -221,8 +221,8 @@ async fn serve() -> Result<(), String> {
 
     // 1. The burst: 48 requests, one every 2 ms, round robin over three cold models.
     println!(
-        "burst: {} requests over {} cold models, a {} ms pause between two arrivals; {} workers \
-         per model at most, {} ms of inference each",
+        "burst: {} requests over {} cold models, {} ms apart; at most {} workers per model, \
+         {} ms of inference",
         BURST_PER_MODEL * BURST_MODELS.len(),
         BURST_MODELS.len(),
         ARRIVAL_GAP.as_millis(),
@@ -309,8 +309,10 @@ async fn serve() -> Result<(), String> {
         tokio::time::timeout(Duration::from_millis(50), pool.acquire_async("chat")).await;
     let cancelled_queued = cancelled.is_err();
     println!(
-        "cancel: a chat request dropped by tokio::time::timeout(50 ms) while both workers \
-         were busy: {}; chat waiting now: {}",
+        "cancel while queued: a chat request under tokio::time::timeout(50 ms), both workers busy"
+    );
+    println!(
+        "  {}; chat requests waiting afterwards: {}",
         if cancelled_queued {
             "cancelled"
         } else {
@@ -324,11 +326,12 @@ async fn serve() -> Result<(), String> {
     let timed_out = pool.acquire_async("chat").await;
     pool.set_acquire_timeout(Duration::from_secs(5));
     let pool_timeout = matches!(timed_out, Err(AcquireError::Timeout { .. }));
+    println!("timeout: a chat request with acquire_timeout = 100 ms, both workers busy");
     println!(
-        "timeout: {}",
+        "  {}",
         match &timed_out {
-            Ok(_) => "a chat request was served (unexpected)".to_string(),
-            Err(error) => format!("a chat request failed: {error}"),
+            Ok(_) => "served (unexpected)".to_string(),
+            Err(error) => format!("AcquireError: {error}"),
         }
     );
     drop(timed_out);
@@ -346,18 +349,24 @@ async fn serve() -> Result<(), String> {
     let next_ok = next.is_ok();
     drop(next);
     println!(
-        "cancel during load: the first rerank request gave up after 100 ms of a 400 ms load \
-         ({}); loads still starting: {starting}; the load completed: {loaded}; the next rerank \
-         request was served {}",
+        "cancel during a load: the first rerank request (a 400 ms load) under a 100 ms timeout"
+    );
+    println!(
+        "  {}; the load went on ({starting} starting), {}, and served the next request {}",
         if cancelled_loading {
             "cancelled"
         } else {
             "served (unexpected)"
         },
-        if next_ok && at_once {
-            "at once by that worker"
+        if loaded {
+            "completed"
         } else {
-            "only after waiting (unexpected)"
+            "did not complete (unexpected)"
+        },
+        if next_ok && at_once {
+            "at once"
+        } else {
+            "only after a wait (unexpected)"
         },
     );
 
@@ -404,8 +413,7 @@ async fn serve() -> Result<(), String> {
         pool.accounted_bytes() / MIB
     );
     println!(
-        "  runtime:     {ticks} heartbeats, longest gap {} (a tick every 10 ms when nothing \
-         holds the runtime up)",
+        "  runtime:     {ticks} heartbeats, longest gap {} (10 ms when nothing holds it up)",
         ms(longest_gap)
     );
 
