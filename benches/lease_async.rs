@@ -21,7 +21,8 @@
 //!   holder. One iteration is one acquisition; criterion's figure is the throughput. Every wait
 //!   (from the call to the lease in hand) is recorded, and the p50, p99 and longest wait are
 //!   printed to stderr at the end. `handoff_8_tasks_deadpool` (context) does the same with a
-//!   deadpool of one object.
+//!   deadpool of one object whose `get` waits at most 30 s, as poolwarden's requests wait at
+//!   most `acquire_timeout` (30 s by default).
 
 use std::future::Future;
 use std::hint::black_box;
@@ -86,12 +87,20 @@ impl deadpool::managed::Manager for DeadpoolTrivial {
     }
 }
 
-/// A deadpool of `size` objects, all created (the first `get`s create them).
-async fn deadpool_pool(size: usize) -> deadpool::managed::Pool<DeadpoolTrivial> {
+/// A deadpool of `size` objects, all created (the first `get`s create them). With
+/// `wait_timeout`, a `get` waits at most that long (on tokio's timer), as poolwarden's
+/// requests wait at most `acquire_timeout`; without it (deadpool's default, and its fastest
+/// configuration) it waits for ever.
+async fn deadpool_pool(
+    size: usize,
+    wait_timeout: Option<Duration>,
+) -> deadpool::managed::Pool<DeadpoolTrivial> {
     let pool = deadpool::managed::Pool::builder(DeadpoolTrivial)
         .max_size(size)
+        .wait_timeout(wait_timeout)
+        .runtime(deadpool::Runtime::Tokio1)
         .build()
-        .expect("no runtime is needed without timeouts");
+        .expect("a deadpool");
     let mut objects = Vec::new();
     for _ in 0..size {
         objects.push(pool.get().await.expect("creating never fails"));
@@ -157,7 +166,7 @@ fn uncontended(c: &mut Criterion) {
         .build()
         .expect("a tokio runtime");
     let pool = warm_pool(WORKERS);
-    let deadpool = runtime.block_on(deadpool_pool(WORKERS));
+    let deadpool = runtime.block_on(deadpool_pool(WORKERS, None));
     let bb8 = runtime.block_on(bb8_pool());
 
     let mut group = c.benchmark_group("lease_async");
@@ -394,7 +403,9 @@ fn contended(c: &mut Criterion) {
         .build()
         .expect("a tokio runtime");
     let pool = warm_pool(1);
-    let deadpool = runtime.block_on(deadpool_pool(1));
+    // Both wait at most 30 s: poolwarden's default `acquire_timeout`, and deadpool's
+    // `wait_timeout`.
+    let deadpool = runtime.block_on(deadpool_pool(1, Some(Duration::from_secs(30))));
     let pool_waits = Waits::default();
     let deadpool_waits = Waits::default();
 
