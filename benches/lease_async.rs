@@ -19,8 +19,8 @@
 //!   the worker, holding it across an `.await` (a yield) and dropping it, so that nearly every
 //!   acquisition waits in the key's queue and is served by a hand-off from the previous
 //!   holder. One iteration is one acquisition; criterion's figure is the throughput. Every wait
-//!   (from the call to the lease in hand) is recorded, and the p50, p99 and longest wait are
-//!   printed to stderr at the end. `handoff_8_tasks_deadpool` (context) does the same with a
+//!   (from the call to the lease in hand) is recorded, and the mean, p50, p99 and longest wait
+//!   are printed to stderr at the end. `handoff_8_tasks_deadpool` (context) does the same with a
 //!   deadpool of one object whose `get` waits at most 30 s, as poolwarden's requests wait at
 //!   most `acquire_timeout` (30 s by default).
 
@@ -332,7 +332,7 @@ impl Waits {
             .extend(waits);
     }
 
-    /// Prints the count, p50, p99 and longest wait to stderr.
+    /// Prints the count, mean, p50, p99 and longest wait to stderr.
     fn report(&self, name: &str) {
         let mut waits = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
         if waits.is_empty() {
@@ -343,9 +343,11 @@ impl Waits {
             let rank = ((waits.len() as f64 * q).ceil() as usize).clamp(1, waits.len());
             Duration::from_nanos(waits[rank - 1])
         };
+        let mean = waits.iter().map(|&w| u128::from(w)).sum::<u128>() / waits.len() as u128;
         eprintln!(
-            "lease_async/{name}: {} waits recorded: p50 {:?}, p99 {:?}, max {:?}",
+            "lease_async/{name}: {} waits recorded: mean {:?}, p50 {:?}, p99 {:?}, max {:?}",
             waits.len(),
+            Duration::from_nanos(mean as u64),
             at(0.50),
             at(0.99),
             at(1.0),
