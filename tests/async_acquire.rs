@@ -438,3 +438,24 @@ fn acquire_async_is_send() {
     let future = pool.acquire_async("m");
     send(&future);
 }
+
+#[test]
+fn with_a_spawner_every_async_load_runs_there() {
+    let spawned = Arc::new(AtomicUsize::new(0));
+    let s = spawned.clone();
+    let pool = Pool::builder_async("p", |_key: &str| async {
+        Ok::<_, SpawnError>(Model { bytes: 1 })
+    })
+    .spawner(move |load| {
+        s.fetch_add(1, Ordering::SeqCst);
+        std::thread::spawn(move || poolwarden::pool::block_on(load));
+    })
+    .build();
+    let lease = futures::executor::block_on(pool.acquire_async("m")).unwrap();
+    assert_eq!(
+        spawned.load(Ordering::SeqCst),
+        1,
+        "the load ran on the spawner"
+    );
+    drop(lease);
+}

@@ -470,7 +470,8 @@ impl<W: Worker> PoolInner<W> {
                     match future {
                         Ok(future) => {
                             let task = LoadTask::new(future, finish);
-                            if adopt && adopted.is_none() {
+                            // With a spawner, every async load runs there from the start.
+                            if adopt && adopted.is_none() && self.spawner.is_none() {
                                 adopted = Some(task);
                             } else {
                                 task.detach(&self.thread_name("load"), self.spawner.as_ref());
