@@ -27,7 +27,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use poolwarden_policies::{EvictionPolicy, MemoryReading, Prewarm, Proposal, Snapshot, WorkerId};
+use poolwarden_policies::{
+    EvictionPolicy, MemoryReading, Prewarm, Proposal, Snapshot, VictimOrder, WorkerId,
+};
 
 use super::report::{describe_parameters, SimEvent, SimRun, Summary, TimelinePoint};
 use super::trace::Trace;
@@ -998,14 +1000,38 @@ impl<'a> Engine<'a> {
     }
 
     /// Records the evictions that admission made on budget `b` to make room, at their time.
+    /// Each pool lists its own; across pools they are put back in the order admission took
+    /// them, the budget's victim order (`lru`: least recently used first, ties by pool
+    /// registration order, then worker id; `largest`: largest footprint first, then as `lru`).
     fn record_admission_evictions(&mut self, b: usize) {
+        let mut made: Vec<(usize, Duration, Eviction)> = Vec::new();
         for pool in 0..self.pools.len() {
-            if self.pool_budget[pool] != Some(b) {
-                continue;
+            if self.pool_budget[pool] == Some(b) {
+                made.extend(
+                    self.pools[pool]
+                        .take_admission_evictions()
+                        .into_iter()
+                        .map(|(at, eviction)| (pool, at, eviction)),
+                );
             }
-            for (at, eviction) in self.pools[pool].take_admission_evictions() {
-                self.evicted(pool, at, &eviction);
-            }
+        }
+        if made.len() > 1 {
+            // Pools join their budget in `self.pools` order, so the pool index orders ties as
+            // registration does. Last used = `at - idle_for`.
+            let largest = self.budgets[b].budget.order() == VictimOrder::Largest;
+            made.sort_by_key(|(pool, at, e)| {
+                let size = if largest { e.freed_bytes } else { 0 };
+                (
+                    *at,
+                    Reverse(size),
+                    at.saturating_sub(e.idle_for),
+                    *pool,
+                    e.worker,
+                )
+            });
+        }
+        for (pool, at, eviction) in made {
+            self.evicted(pool, at, &eviction);
         }
     }
 
