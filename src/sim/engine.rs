@@ -20,6 +20,30 @@
 //!   arrivals and the time that passed show at the next tick it sees (`Snapshot::previous`
 //!   tells how long ago its last tick was), and a policy that would pre-warm a key on the
 //!   clock alone, while no worker is idle and nothing is pending, is asked at the next event.
+//! - Every request that waits (for a busy worker, a loading one, or memory) fails once it has
+//!   waited its pool's `acquire_timeout` without a worker: it is counted in `rejected` (and
+//!   told to the pool with [`Pool::record_abandoned`]); its wait is not in the wait figures.
+//!
+//! Memory budgets (`[budgets.NAME]`, see [`crate::budget`]) are modelled with the library's
+//! own [`Budget`], a fresh one per run, with no probe: used memory is the accounted bytes of
+//! the budget's pools (loading workers' reservations included), and the limit is its `limit`.
+//! - A spawn goes through [`Pool::try_reserve`], which makes room by evicting idle victims of
+//!   other keys (reason `admission`, recorded at the time they happen) when that suffices.
+//! - A spawn that does not fit waits for memory in its budget's queue; spawns waiting on one
+//!   budget are served first come, first served (a spawn that would fit does not overtake
+//!   them). Whenever a worker on the budget becomes idle (a request completes, or a load ends
+//!   with nobody waiting) or leaves, and at each tick, the oldest tries again, then the next,
+//!   until one does not fit. A spawn whose requests were served or gave up leaves the queue.
+//!   Requests that waited while a spawn they needed waited for memory are counted in
+//!   `admission_waits`.
+//! - A spawn bigger than the budget's whole limit fails at once with the requests that need it
+//!   (`rejected`); nothing is evicted for it.
+//! - A pre-warm spawn never waits for memory: it starts if it fits now and no spawn waits on
+//!   the budget, else it is dropped.
+//!
+//! Events at one instant run in this order: requests finishing, spawns finishing, requests
+//! giving up, arrivals, the tick. A request that completes at `t` frees its worker, as a
+//! victim, for a spawn waiting at `t`.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
