@@ -292,6 +292,26 @@ fn waiting_spawns_are_served_first_come_first_served() {
     assert_eq!(peak_bytes_of_budget(&config, &run, "gpu0"), 90);
 }
 
+/// One spawn waiting for memory stands for `max_in_flight_per_worker` requests. b serves 2 at
+/// once and has at most 1 worker; its three requests at 1 (2 s each) wait behind one spawn
+/// that waits for c (busy 0–5). At 5 c goes for b's worker, which takes two of them at once;
+/// the third gets the first free slot at 7. Waits 4, 4 and 6; all three waited for memory.
+#[test]
+fn one_waiting_spawn_stands_for_a_worker_s_capacity() {
+    let toml = one_pool("100B", "lru", "max_in_flight_per_worker = 2");
+    let run = run(
+        &toml,
+        "at,pool,model,duration\n0,p,c,5\n1,p,b,2\n1,p,b,2\n1,p,b,2\n",
+        60,
+    );
+    assert_eq!(events(&run), [(5.0, "p", "c", "admission")]);
+    let s = &run.summary;
+    assert_eq!((s.requests, s.rejected, s.admission_waits), (4, 0, 3));
+    assert_eq!(s.spawns, 2, "c, then one worker of b");
+    assert_close(s.max_wait_secs, 6.0, "the third request of b");
+    assert_close(s.mean_wait_secs, (0.0 + 4.0 + 4.0 + 6.0) / 4.0, "mean wait");
+}
+
 /// A spawn whose requests gave up leaves the budget's queue, and the next one tries at once.
 /// Tick 1h: only the first tick (at 0) runs, so nothing here depends on a tick. b (70) is
 /// busy 0–20; c (60) at 1 waits for memory, a1 (30) at 2 queues behind it. c's request gives
@@ -436,6 +456,12 @@ fn conv_on_a_200_gib_budget_never_overcommits_and_does_not_thrash() {
     // The price: 14 replicas serve fewer requests at once than the hour needs (about 23), so
     // requests queue, wait for memory, and some give up after acquire_timeout (30 s).
     assert!(s.rejected > 0 && s.admission_waits > s.rejected);
+    assert_eq!(
+        s.admission_waits,
+        s.requests - s.spawns,
+        "every request but those that called for the 14 loads queued behind a load waiting \
+         for memory"
+    );
     assert_eq!(w.rejected, 0);
 }
 

@@ -788,7 +788,14 @@ impl<'a> Engine<'a> {
         let deadline = self.now.saturating_add(self.acquire_timeout[pool]);
         self.deadlines.push(Reverse((deadline, request)));
         self.ensure_spawns(key);
-        self.note_memory_waits(key);
+        // Behind a spawn that waits for memory (a spawn queued just now has marked it).
+        let state = &self.keys[key];
+        if state.memory_waits > 0 && self.queued_now[request] && !self.memory_waited[request] {
+            let covered = (state.spawning as u64).saturating_mul(self.capacity[state.pool]);
+            if state.waiting.len() as u64 > covered {
+                self.mark_memory_wait(request);
+            }
+        }
         // After the reservation: the pool knows the key, so it records when this came.
         let state = &self.keys[key];
         self.pools[state.pool].record_arrival(&state.model);
@@ -857,12 +864,18 @@ impl<'a> Engine<'a> {
         }
         let covered = (state.spawning as u64).saturating_mul(self.capacity[state.pool]);
         let skip = usize::try_from(covered).unwrap_or(usize::MAX);
-        for &request in state.waiting.iter().skip(skip) {
-            if !self.memory_waited[request] {
-                self.memory_waited[request] = true;
-                if to_nanos(self.trace.requests[request].at) >= self.from {
-                    self.summary.admission_waits += 1;
-                }
+        for position in skip..state.waiting.len() {
+            let request = self.keys[key].waiting[position];
+            self.mark_memory_wait(request);
+        }
+    }
+
+    /// Counts `request` (once, in the window) as one that waited for memory.
+    fn mark_memory_wait(&mut self, request: usize) {
+        if !self.memory_waited[request] {
+            self.memory_waited[request] = true;
+            if to_nanos(self.trace.requests[request].at) >= self.from {
+                self.summary.admission_waits += 1;
             }
         }
     }
