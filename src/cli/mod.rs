@@ -617,6 +617,18 @@ fn check_writable(flag: &str, path: &Path) -> Result<(), Failure> {
     }
 }
 
+/// Each pool on a memory budget, with the budget's limit (drawn on the pool's memory panel).
+fn pool_budgets(config: &Config) -> std::collections::BTreeMap<String, u64> {
+    config
+        .pools
+        .iter()
+        .filter_map(|(name, pool)| {
+            let budget = config.budgets.get(pool.budget.as_deref()?)?;
+            Some((name.clone(), budget.limit.bytes()))
+        })
+        .collect()
+}
+
 /// Reads one trace: `scenario5`, `-` (standard input), or a file.
 fn load_trace(
     name: &str,
@@ -795,6 +807,7 @@ fn run_simulate(
             &runs,
             &ChartOptions {
                 memory_limit: memory_limit_of(&config.policy),
+                pool_budgets: pool_budgets(&config),
                 ..ChartOptions::default()
             },
         )

@@ -257,7 +257,7 @@ impl Deref for ConfiguredScheduler {
 }
 
 /// The `min_workers` a policy keeps every key at (a chain: the highest of its members').
-fn min_workers(spec: &PolicySpec) -> usize {
+pub(crate) fn min_workers(spec: &PolicySpec) -> usize {
     let own = spec
         .params
         .get("min_workers")

@@ -20,6 +20,30 @@
 //!   arrivals and the time that passed show at the next tick it sees (`Snapshot::previous`
 //!   tells how long ago its last tick was), and a policy that would pre-warm a key on the
 //!   clock alone, while no worker is idle and nothing is pending, is asked at the next event.
+//! - Every request that waits (for a busy worker, a loading one, or memory) fails once it has
+//!   waited its pool's `acquire_timeout` without a worker: it is counted in `rejected` (and
+//!   told to the pool with [`Pool::record_abandoned`]); its wait is not in the wait figures.
+//!
+//! Memory budgets (`[budgets.NAME]`, see [`crate::budget`]) are modelled with the library's
+//! own [`Budget`], a fresh one per run, with no probe: used memory is the accounted bytes of
+//! the budget's pools (loading workers' reservations included), and the limit is its `limit`.
+//! - A spawn goes through [`Pool::try_reserve`], which makes room by evicting idle victims of
+//!   other keys (reason `admission`, recorded at the time they happen) when that suffices.
+//! - A spawn that does not fit waits for memory in its budget's queue; spawns waiting on one
+//!   budget are served first come, first served (a spawn that would fit does not overtake
+//!   them). Whenever a worker on the budget becomes idle (a request completes, or a load ends
+//!   with nobody waiting) or leaves, and at each tick, the oldest tries again, then the next,
+//!   until one does not fit. A spawn whose requests were served or gave up leaves the queue.
+//!   Requests that waited while a spawn they needed waited for memory are counted in
+//!   `admission_waits`.
+//! - A spawn bigger than the budget's whole limit fails at once with the requests that need it
+//!   (`rejected`); nothing is evicted for it.
+//! - A pre-warm spawn never waits for memory: it starts if it fits now and no spawn waits on
+//!   the budget, else it is dropped.
+//!
+//! Events at one instant run in this order: requests finishing, spawns finishing, requests
+//! giving up, arrivals, the tick. A request that completes at `t` frees its worker, as a
+//! victim, for a spawn waiting at `t`.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -27,15 +51,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use poolwarden_policies::{EvictionPolicy, MemoryReading, Prewarm, Proposal, Snapshot, WorkerId};
+use poolwarden_policies::{
+    EvictionPolicy, MemoryReading, Prewarm, Proposal, Snapshot, VictimOrder, WorkerId,
+};
 
 use super::report::{describe_parameters, SimEvent, SimRun, Summary, TimelinePoint};
 use super::trace::Trace;
+use crate::budget::Budget;
 use crate::clock::{to_nanos, ManualClock};
 use crate::config::{
-    BuildError, Config, PolicyRegistry, PolicyScope, PolicySpec, PoolConfig, CHAIN,
+    min_workers, BuildError, Config, PolicyRegistry, PolicyScope, PolicySpec, PoolConfig, CHAIN,
 };
-use crate::pool::{Lease, Pool, SpawnError, SpawnReservation, Worker};
+use crate::pool::{Eviction, Lease, Pool, ReserveRefusal, SpawnError, SpawnReservation, Worker};
 use crate::probe::MemoryProbe;
 use crate::scheduler::{PrewarmStart, Scheduler};
 
@@ -258,6 +285,31 @@ struct KeyState {
     requests: u64,
     /// Of those, cold starts.
     cold: u64,
+    /// Spawns waiting for memory: entries of this key in its budget's queue.
+    memory_waits: usize,
+    /// Whether a refusal (a footprint bigger than the budget's limit) has been logged.
+    refusal_logged: bool,
+}
+
+/// A budget as the engine runs it: the library's [`Budget`] (fresh for each run), and the
+/// spawns waiting for it to have room, first come first served (one entry per spawn: its key).
+struct SimBudget {
+    budget: Budget,
+    queue: VecDeque<usize>,
+}
+
+/// How a request for a spawn ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SpawnOutcome {
+    /// Started: the worker is loading.
+    Started,
+    /// The key has `max_workers_per_model` workers, loading ones and spawns waiting for memory
+    /// included.
+    AtLimit,
+    /// It does not fit the budget now (or spawns already wait for it).
+    NoMemory,
+    /// Its footprint is bigger than the budget's whole limit: it never fits.
+    TooBig,
 }
 
 struct InFlight {
@@ -324,6 +376,17 @@ struct Engine<'a> {
     loading_bytes: Arc<AtomicU64>,
     /// Workers with at least one request in flight.
     busy_workers: u64,
+    /// The budgets of this run, and per pool the index of its budget.
+    budgets: Vec<SimBudget>,
+    pool_budget: Vec<Option<usize>>,
+    /// `acquire_timeout` per pool, nanoseconds.
+    acquire_timeout: Vec<u64>,
+    /// (deadline, request) of every request that joined a queue; stale once it left it.
+    deadlines: BinaryHeap<Reverse<(u64, usize)>>,
+    /// Per request: whether it waits in its key's queue now.
+    queued_now: Vec<bool>,
+    /// Per request: whether it has been counted as waiting for memory.
+    memory_waited: Vec<bool>,
     /// Spawns in progress, over all keys.
     spawning: u64,
     summary: Summary,
@@ -378,11 +441,28 @@ impl<'a> Engine<'a> {
             }) as Box<dyn EvictionPolicy>
         };
 
+        // Fresh budgets for this run (never `Config::budget`, whose budgets are shared by every
+        // pool built from the config): runs must not share state. No probe: used memory is the
+        // accounted bytes, the limit the budget's `limit`.
+        let mut budgets = Vec::new();
+        let mut budget_index = HashMap::new();
+        for (name, budget) in &config.budgets {
+            budget_index.insert(name.as_str(), budgets.len());
+            budgets.push(SimBudget {
+                budget: Budget::builder(name, budget.limit.bytes())
+                    .order(budget.order)
+                    .build(),
+                queue: VecDeque::new(),
+            });
+        }
+
         let mut pools = Vec::new();
         let mut pool_names = Vec::new();
         let mut pool_configs = Vec::new();
         let mut capacity = Vec::new();
         let mut pool_index = HashMap::new();
+        let mut pool_budget = Vec::new();
+        let mut acquire_timeout = Vec::new();
         let mut own_policies = Vec::new();
         for (name, pool_config) in &config.pools {
             let defaults = pool_config.clone();
@@ -395,13 +475,29 @@ impl<'a> Engine<'a> {
             .inline_shutdown()
             .max_workers_per_model(pool_config.max_workers_per_model)
             .max_in_flight_per_worker(pool_config.max_in_flight_per_worker)
-            .cold_start(pool_config.cold_start);
+            .acquire_timeout(pool_config.acquire_timeout)
+            .cold_start(pool_config.cold_start)
+            .memory(pool_config.memory.bytes())
+            .min_workers(min_workers(pool_config.policy.as_ref().unwrap_or(policy)));
             for (key, model) in &pool_config.models {
                 builder = builder.model_overrides(key, model.overrides);
                 if let Some(load) = model.cold_start {
                     builder = builder.model_cold_start(key, load);
                 }
+                if let Some(memory) = model.memory {
+                    builder = builder.model_memory(key, memory.bytes());
+                }
             }
+            // The config refuses a pool that names an unknown budget.
+            let budget = pool_config
+                .budget
+                .as_deref()
+                .and_then(|b| budget_index.get(b).copied());
+            if let Some(b) = budget {
+                builder = builder.budget(&budgets[b].budget);
+            }
+            pool_budget.push(budget);
+            acquire_timeout.push(to_nanos(pool_config.acquire_timeout));
             pool_index.insert(name.as_str(), pools.len());
             pools.push(builder.build());
             pool_names.push(name.clone());
@@ -504,6 +600,12 @@ impl<'a> Engine<'a> {
             pending_prewarms: HashMap::new(),
             loading_bytes,
             busy_workers: 0,
+            budgets,
+            pool_budget,
+            acquire_timeout,
+            deadlines: BinaryHeap::new(),
+            queued_now: vec![false; trace.requests.len()],
+            memory_waited: vec![false; trace.requests.len()],
             spawning: 0,
             summary: Summary::default(),
             events: Vec::new(),
@@ -531,7 +633,8 @@ impl<'a> Engine<'a> {
             let next_arrival = requests.get(next_request).map(|r| to_nanos(r.at));
             let next_completion = self.completions.peek().map(|Reverse((t, _))| *t);
             let next_spawn = self.spawns.peek().map(|Reverse((t, _))| *t);
-            let next_event = [next_arrival, next_completion, next_spawn]
+            let next_deadline = self.next_deadline();
+            let next_event = [next_arrival, next_completion, next_spawn, next_deadline]
                 .into_iter()
                 .flatten()
                 .min();
@@ -579,6 +682,13 @@ impl<'a> Engine<'a> {
                 }
                 self.spawns.pop();
                 self.spawned(slot);
+            }
+            while let Some(&Reverse((at, request))) = self.deadlines.peek() {
+                if at > t {
+                    break;
+                }
+                self.deadlines.pop();
+                self.time_out(request);
             }
             while next_request < total && to_nanos(requests[next_request].at) == t {
                 self.arrive(next_request);
@@ -671,38 +781,229 @@ impl<'a> Engine<'a> {
                 return;
             }
         }
+        let pool = self.keys[key].pool;
         self.keys[key].waiting.push_back(request);
         self.queued += 1;
+        self.queued_now[request] = true;
+        let deadline = self.now.saturating_add(self.acquire_timeout[pool]);
+        self.deadlines.push(Reverse((deadline, request)));
         self.ensure_spawns(key);
+        // Behind a spawn that waits for memory (a spawn queued just now has marked it).
+        let state = &self.keys[key];
+        if state.memory_waits > 0 && self.queued_now[request] && !self.memory_waited[request] {
+            let covered = (state.spawning as u64).saturating_mul(self.capacity[state.pool]);
+            if state.waiting.len() as u64 > covered {
+                self.mark_memory_wait(request);
+            }
+        }
         // After the reservation: the pool knows the key, so it records when this came.
         let state = &self.keys[key];
         self.pools[state.pool].record_arrival(&state.model);
     }
 
-    /// Starts spawns while the key has more waiters than its spawns in progress can take
-    /// (`max_in_flight_per_worker` each) and room to grow.
+    /// Starts spawns while the key has more waiters than its spawns in progress and its spawns
+    /// waiting for memory can take (`max_in_flight_per_worker` each) and room to grow. A spawn
+    /// that does not fit its budget waits for memory in the budget's queue.
     fn ensure_spawns(&mut self, key: usize) {
         loop {
             let state = &self.keys[key];
-            let covered = (state.spawning as u64).saturating_mul(self.capacity[state.pool]);
+            let spawns = (state.spawning + state.memory_waits) as u64;
+            let covered = spawns.saturating_mul(self.capacity[state.pool]);
             if state.waiting.len() as u64 <= covered {
                 return;
             }
-            if !self.start_spawn(key, false) {
-                return;
+            match self.request_spawn(key) {
+                SpawnOutcome::Started | SpawnOutcome::NoMemory => {}
+                SpawnOutcome::AtLimit => return,
+                SpawnOutcome::TooBig => {
+                    self.refuse(key);
+                    return;
+                }
             }
         }
     }
 
-    /// Reserves a spawn of `key` and schedules its end `cold_start` from now; false when the
-    /// key is at its limit. The worker is held from now on.
-    fn start_spawn(&mut self, key: usize, prewarm: bool) -> bool {
+    /// A spawn of `key` for its waiting requests: started now, or queued behind the spawns that
+    /// already wait for the budget (first come, first served), or queued because it does not
+    /// fit (`NoMemory`: it waits for memory).
+    fn request_spawn(&mut self, key: usize) -> SpawnOutcome {
+        let pool = self.keys[key].pool;
+        if let Some(b) = self.pool_budget[pool] {
+            if !self.budgets[b].queue.is_empty() {
+                let state = &self.keys[key];
+                if state.held + state.memory_waits >= self.pool_configs[pool].max_workers_per_model
+                {
+                    return SpawnOutcome::AtLimit;
+                }
+                self.wait_for_memory(b, key);
+                return SpawnOutcome::NoMemory;
+            }
+        }
+        let outcome = self.start_spawn(key, false);
+        if outcome == SpawnOutcome::NoMemory {
+            if let Some(b) = self.pool_budget[pool] {
+                self.wait_for_memory(b, key);
+            }
+        }
+        outcome
+    }
+
+    /// Queues a spawn of `key` on budget `b` and marks the requests that wait for it.
+    fn wait_for_memory(&mut self, b: usize, key: usize) {
+        self.budgets[b].queue.push_back(key);
+        self.keys[key].memory_waits += 1;
+        self.note_memory_waits(key);
+    }
+
+    /// While `key` has spawns waiting for memory, its waiting requests beyond those that its
+    /// loading spawns take wait for memory: count each once (in the window).
+    fn note_memory_waits(&mut self, key: usize) {
         let state = &self.keys[key];
-        let Some(reservation) = self.pools[state.pool].reserve(&state.model) else {
-            return false;
+        if state.memory_waits == 0 {
+            return;
+        }
+        let covered = (state.spawning as u64).saturating_mul(self.capacity[state.pool]);
+        let skip = usize::try_from(covered).unwrap_or(usize::MAX);
+        for position in skip..state.waiting.len() {
+            let request = self.keys[key].waiting[position];
+            self.mark_memory_wait(request);
+        }
+    }
+
+    /// Counts `request` (once, in the window) as one that waited for memory.
+    fn mark_memory_wait(&mut self, request: usize) {
+        if !self.memory_waited[request] {
+            self.memory_waited[request] = true;
+            if to_nanos(self.trace.requests[request].at) >= self.from {
+                self.summary.admission_waits += 1;
+            }
+        }
+    }
+
+    /// Withdraws `key`'s spawns waiting for memory that its queue no longer needs (requests
+    /// were served or gave up), youngest first; the budget's next spawn then tries again.
+    fn trim_memory_waits(&mut self, key: usize) {
+        let pool = self.keys[key].pool;
+        let Some(b) = self.pool_budget[pool] else {
+            return;
         };
-        let at = self.now.saturating_add(state.cold_start);
-        let memory = state.memory;
+        let mut withdrawn = false;
+        loop {
+            let state = &self.keys[key];
+            if state.memory_waits == 0 {
+                break;
+            }
+            let spawns = (state.spawning + state.memory_waits - 1) as u64;
+            if state.waiting.len() as u64 > spawns.saturating_mul(self.capacity[pool]) {
+                break;
+            }
+            let queue = &mut self.budgets[b].queue;
+            if let Some(position) = queue.iter().rposition(|&k| k == key) {
+                queue.remove(position);
+            }
+            self.keys[key].memory_waits -= 1;
+            withdrawn = true;
+        }
+        if withdrawn {
+            self.pump(b);
+        }
+    }
+
+    /// Lets the spawns waiting on budget `b` try again, oldest first, until one does not fit:
+    /// each may evict idle victims to make room (reason `admission`).
+    fn pump(&mut self, b: usize) {
+        while let Some(key) = self.budgets[b].queue.pop_front() {
+            self.keys[key].memory_waits -= 1;
+            match self.start_spawn(key, false) {
+                SpawnOutcome::Started | SpawnOutcome::AtLimit => {}
+                SpawnOutcome::NoMemory => {
+                    self.budgets[b].queue.push_front(key);
+                    self.keys[key].memory_waits += 1;
+                    return;
+                }
+                SpawnOutcome::TooBig => self.refuse(key),
+            }
+        }
+    }
+
+    /// The key's footprint is bigger than its budget's whole limit: its waiting requests fail
+    /// at once, and nothing is evicted for them.
+    fn refuse(&mut self, key: usize) {
+        if !self.keys[key].refusal_logged {
+            self.keys[key].refusal_logged = true;
+            let state = &self.keys[key];
+            let budget = self.pool_budget[state.pool].map(|b| &self.budgets[b].budget);
+            log::warn!(
+                "pool {}: a worker of `{}` needs {}, more than budget `{}` holds ({}): its requests are rejected",
+                self.pool_names[state.pool],
+                state.model,
+                poolwarden_policies::ByteSize(state.memory),
+                budget.map_or("", |b| b.name()),
+                poolwarden_policies::ByteSize(budget.map_or(0, |b| b.limit()))
+            );
+        }
+        while let Some(request) = self.keys[key].waiting.pop_front() {
+            self.queued -= 1;
+            self.reject(request, key);
+        }
+        self.trim_memory_waits(key);
+    }
+
+    /// `request` of `key`, already out of its key's queue, fails without a worker.
+    fn reject(&mut self, request: usize, key: usize) {
+        self.queued_now[request] = false;
+        self.last_change = self.now;
+        if to_nanos(self.trace.requests[request].at) >= self.from {
+            self.summary.rejected += 1;
+        }
+        let state = &self.keys[key];
+        self.pools[state.pool].record_abandoned(&state.model);
+    }
+
+    /// `request`'s `acquire_timeout` has passed: if it still waits, it fails.
+    fn time_out(&mut self, request: usize) {
+        if !self.queued_now[request] {
+            return;
+        }
+        let key = self.key_of[request];
+        let waiting = &mut self.keys[key].waiting;
+        let Some(position) = waiting.iter().position(|&r| r == request) else {
+            return;
+        };
+        waiting.remove(position);
+        self.queued -= 1;
+        self.reject(request, key);
+        self.trim_memory_waits(key);
+    }
+
+    /// The earliest deadline of a request that still waits (stale ones are dropped).
+    fn next_deadline(&mut self) -> Option<u64> {
+        while let Some(&Reverse((at, request))) = self.deadlines.peek() {
+            if self.queued_now[request] {
+                return Some(at);
+            }
+            self.deadlines.pop();
+        }
+        None
+    }
+
+    /// Reserves a spawn of `key` (with a budget: evicting idle victims if that makes room) and
+    /// schedules its end `cold_start` from now. The worker is held from now on.
+    fn start_spawn(&mut self, key: usize, prewarm: bool) -> SpawnOutcome {
+        let state = &self.keys[key];
+        let pool = state.pool;
+        let result = self.pools[pool].try_reserve(&state.model);
+        if let Some(b) = self.pool_budget[pool] {
+            self.record_admission_evictions(b);
+        }
+        let reservation = match result {
+            Ok(reservation) => reservation,
+            Err(ReserveRefusal::AtLimit) => return SpawnOutcome::AtLimit,
+            Err(ReserveRefusal::NoMemory { .. }) => return SpawnOutcome::NoMemory,
+            Err(ReserveRefusal::TooBig { .. }) => return SpawnOutcome::TooBig,
+        };
+        let at = self.now.saturating_add(self.keys[key].cold_start);
+        let memory = self.keys[key].memory;
         let state = &mut self.keys[key];
         state.spawning += 1;
         state.held += 1;
@@ -732,7 +1033,76 @@ impl<'a> Engine<'a> {
         };
         self.spawns.push(Reverse((at, slot)));
         self.note(key);
-        true
+        SpawnOutcome::Started
+    }
+
+    /// Records the evictions that admission made on budget `b` to make room, at their time.
+    /// Each pool lists its own; across pools they are put back in the order admission took
+    /// them, the budget's victim order (`lru`: least recently used first, ties by pool
+    /// registration order, then worker id; `largest`: largest footprint first, then as `lru`).
+    fn record_admission_evictions(&mut self, b: usize) {
+        let mut made: Vec<(usize, Duration, Eviction)> = Vec::new();
+        for pool in 0..self.pools.len() {
+            if self.pool_budget[pool] == Some(b) {
+                made.extend(
+                    self.pools[pool]
+                        .take_admission_evictions()
+                        .into_iter()
+                        .map(|(at, eviction)| (pool, at, eviction)),
+                );
+            }
+        }
+        if made.len() > 1 {
+            // Pools join their budget in `self.pools` order, so the pool index orders ties as
+            // registration does. Last used = `at - idle_for`.
+            let largest = self.budgets[b].budget.order() == VictimOrder::Largest;
+            made.sort_by_key(|(pool, at, e)| {
+                let size = if largest { e.freed_bytes } else { 0 };
+                (
+                    *at,
+                    Reverse(size),
+                    at.saturating_sub(e.idle_for),
+                    *pool,
+                    e.worker,
+                )
+            });
+        }
+        for (pool, at, eviction) in made {
+            self.evicted(pool, at, &eviction);
+        }
+    }
+
+    /// A worker of pool `pool` left at `at`: counts, timeline and event.
+    fn evicted(&mut self, pool: usize, at: Duration, eviction: &Eviction) {
+        let key = self
+            .key_index
+            .get(&(pool, Arc::clone(&eviction.key)))
+            .copied();
+        self.workers -= 1;
+        self.bytes -= eviction.freed_bytes;
+        self.last_change = self.now;
+        if let Some(key) = key {
+            let state = &mut self.keys[key];
+            state.held = state.held.saturating_sub(1);
+            state.bytes = state.bytes.saturating_sub(eviction.freed_bytes);
+            self.note(key);
+        }
+        if self.in_window() {
+            self.summary.evictions += 1;
+            *self
+                .summary
+                .evictions_by_reason
+                .entry(eviction.reason.to_string())
+                .or_insert(0) += 1;
+            self.events.push(SimEvent {
+                at_secs: at.as_secs_f64(),
+                pool: self.pool_names[pool].clone(),
+                model: eviction.key.to_string(),
+                worker: eviction.worker.0,
+                reason: eviction.reason.to_string(),
+                workers_after: eviction.workers_left,
+            });
+        }
     }
 
     fn spawned(&mut self, slot: usize) {
@@ -749,16 +1119,20 @@ impl<'a> Engine<'a> {
         self.loading_bytes.fetch_sub(memory, Ordering::Relaxed);
         self.last_change = self.now;
         let pool = self.keys[key].pool;
-        *self.worker_tables[pool]
-            .slot(worker_index(lease.worker_id()))
-            .1 = self.now;
+        let id = worker_index(lease.worker_id());
+        *self.worker_tables[pool].slot(id).1 = self.now;
         match self.keys[key].waiting.pop_front() {
             Some(request) => {
                 self.queued -= 1;
+                self.queued_now[request] = false;
                 self.start(request, key, lease, true);
                 self.serve_waiting(key);
             }
-            None => drop(lease),
+            None => {
+                // Its requests went (served or gave up): it is idle from the start.
+                drop(lease);
+                self.went_idle(pool, id);
+            }
         }
     }
 
@@ -810,6 +1184,18 @@ impl<'a> Engine<'a> {
         }
         self.last_change = self.now;
         self.serve_waiting(key);
+        self.went_idle(pool, id);
+    }
+
+    /// If worker `id` of `pool` has nothing in flight, the spawns waiting on the pool's budget
+    /// try again: it may be the victim that makes room.
+    fn went_idle(&mut self, pool: usize, id: usize) {
+        let Some(b) = self.pool_budget[pool] else {
+            return;
+        };
+        if *self.worker_tables[pool].slot(id).0 == 0 {
+            self.pump(b);
+        }
     }
 
     /// Hands free capacity of `key` to its waiters, first come first served.
@@ -817,12 +1203,14 @@ impl<'a> Engine<'a> {
         while !self.keys[key].waiting.is_empty() {
             let state = &self.keys[key];
             let Some(lease) = self.pools[state.pool].try_acquire(&state.model) else {
-                return;
+                break;
             };
             let request = self.keys[key].waiting.pop_front().unwrap_or_default();
             self.queued -= 1;
+            self.queued_now[request] = false;
             self.start(request, key, lease, true);
         }
+        self.trim_memory_waits(key);
     }
 
     /// The engine's index of `key` in pool `pool`, created for a key the trace never uses (a
@@ -845,36 +1233,24 @@ impl<'a> Engine<'a> {
                 .iter()
                 .position(|n| **n == *event.pool)
                 .unwrap_or(0);
-            let key = self.key_index.get(&(pool, event.key.clone())).copied();
-            self.workers -= 1;
-            self.bytes -= event.freed_bytes;
-            self.last_change = self.now;
-            if let Some(key) = key {
-                let state = &mut self.keys[key];
-                state.held = state.held.saturating_sub(1);
-                state.bytes = state.bytes.saturating_sub(event.freed_bytes);
-                self.note(key);
-            }
-            if self.in_window() {
-                self.summary.evictions += 1;
-                *self
-                    .summary
-                    .evictions_by_reason
-                    .entry(event.reason.to_string())
-                    .or_insert(0) += 1;
-                self.events.push(SimEvent {
-                    at_secs: event.at.as_secs_f64(),
-                    pool: event.pool.to_string(),
-                    model: event.key.to_string(),
-                    worker: event.worker.0,
-                    reason: event.reason.to_string(),
-                    workers_after: event.workers_left,
-                });
-            }
+            let eviction = Eviction {
+                key: event.key,
+                worker: event.worker,
+                reason: event.reason,
+                workers_left: event.workers_left,
+                freed_bytes: event.freed_bytes,
+                idle_for: Duration::ZERO,
+            };
+            self.evicted(pool, event.at, &eviction);
         }
         self.mirror_prewarms();
         for start in report.prewarms {
             self.prewarm(start);
+        }
+        // Spawns waiting for memory go first (the tick's evictions may have made room), then
+        // the keys whose waiters need more spawns.
+        for b in 0..self.budgets.len() {
+            self.pump(b);
         }
         if self.queued > 0 {
             for key in 0..self.keys.len() {
@@ -913,14 +1289,35 @@ impl<'a> Engine<'a> {
         self.pending_prewarms.retain(|_, due| now < *due);
     }
 
-    /// Starts the spawns of a pre-warm that came due.
+    /// Starts the spawns of a pre-warm that came due. With a budget, a pre-warm spawn never
+    /// waits for memory: it starts if it fits now (evicting idle victims if that makes room)
+    /// and no spawn waits on the budget before it; otherwise it is dropped.
     fn prewarm(&mut self, start: PrewarmStart) {
         if start.pool >= self.pools.len() {
             return;
         }
         let key = self.key_for(start.pool, &start.key);
+        if let Some(b) = self.pool_budget[start.pool] {
+            if !self.budgets[b].queue.is_empty() {
+                log::debug!(
+                    "pool {}: pre-warm of `{}` dropped: spawns wait for budget `{}`",
+                    self.pool_names[start.pool],
+                    start.key,
+                    self.budgets[b].budget.name()
+                );
+                return;
+            }
+        }
         for _ in 0..start.spawns {
-            if !self.start_spawn(key, true) {
+            let outcome = self.start_spawn(key, true);
+            if outcome != SpawnOutcome::Started {
+                if outcome != SpawnOutcome::AtLimit {
+                    log::debug!(
+                        "pool {}: pre-warm of `{}` dropped: {outcome:?}",
+                        self.pool_names[start.pool],
+                        start.key
+                    );
+                }
                 break;
             }
         }
@@ -994,6 +1391,8 @@ fn new_key(pool: usize, model: &Arc<str>, config: &PoolConfig) -> KeyState {
         cold_start: to_nanos(config.cold_start_of(model)),
         requests: 0,
         cold: 0,
+        memory_waits: 0,
+        refusal_logged: false,
     }
 }
 

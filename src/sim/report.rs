@@ -17,6 +17,10 @@ use crate::config::{PolicySpec, CHAIN};
 pub struct Summary {
     /// Requests that arrived in the measured window.
     pub requests: u64,
+    /// Of those, requests that failed without a worker: they waited the pool's
+    /// `acquire_timeout` in vain, or their model's footprint is bigger than its budget's whole
+    /// limit (they fail at once). Their waits are not in the wait figures.
+    pub rejected: u64,
     /// Of those, requests that waited for a spawn (served by a worker that finished spawning
     /// after they arrived).
     pub cold_starts: u64,
@@ -24,6 +28,9 @@ pub struct Summary {
     pub spawns: u64,
     /// Of those, spawns started by a policy's pre-warm rather than for a waiting request.
     pub prewarm_spawns: u64,
+    /// Requests (of those that arrived in the window) that waited for memory: while they
+    /// waited, a spawn of their key that they needed waited for its budget to have room.
+    pub admission_waits: u64,
     /// Evictions of any reason.
     pub evictions: u64,
     /// Evictions by reason.
@@ -366,6 +373,11 @@ const ROWS: &[RowSpec] = &[
         cells: Cells::Value(|s| s.requests.to_string()),
     },
     RowSpec {
+        label: "rejected",
+        in_chart: true,
+        cells: Cells::Value(|s| count_and_percent(s.rejected, s.requests)),
+    },
+    RowSpec {
         label: "cold starts",
         in_chart: true,
         cells: Cells::Value(|s| count_and_percent(s.cold_starts, s.requests)),
@@ -381,6 +393,11 @@ const ROWS: &[RowSpec] = &[
                 percent_text(s.key_cold_start_pct_p90)
             )
         }),
+    },
+    RowSpec {
+        label: "admission waits",
+        in_chart: false,
+        cells: Cells::Value(|s| count_and_percent(s.admission_waits, s.requests)),
     },
     RowSpec {
         label: "spawns",
