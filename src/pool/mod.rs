@@ -304,7 +304,10 @@ impl<W: Worker> SpawnReservation<W> {
             Some(inner.add_worker(entry, worker, &ticket, took, 1))
         });
         match cell.flatten() {
-            Some(cell) => Lease { cell },
+            Some(cell) => {
+                inner.shared.publish_spawn(&inner.name, &cell, took, false);
+                Lease { cell }
+            }
             None => unreachable!("a reservation's ticket lives until it completes or drops"),
         }
     }
