@@ -187,6 +187,17 @@ impl SchedulerBuilder {
     }
 }
 
+/// A policy with its parameters, a chain with each member's (`chain [a x=1; b y=2]`).
+fn describe_all(policy: &dyn EvictionPolicy) -> String {
+    let children = policy.children();
+    if children.is_empty() {
+        policy.describe()
+    } else {
+        let members: Vec<String> = children.into_iter().map(describe_all).collect();
+        format!("{} [{}]", policy.name(), members.join("; "))
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -362,7 +373,7 @@ impl Scheduler {
             .map(|(index, registered)| {
                 let mut status = registered.pool.status(now);
                 if let Some(slot) = core.slots.iter().find(|s| s.governed[index]) {
-                    status.policy = slot.policy.describe();
+                    status.policy = describe_all(&*slot.policy);
                 }
                 status
             })
