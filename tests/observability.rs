@@ -495,3 +495,39 @@ fn replace_policy_waits_for_the_tick_in_progress() {
         ["slow tick start", "slow tick end", "replaced"]
     );
 }
+
+#[test]
+fn pool_and_scheduler_stats_serialize() {
+    let clock = Arc::new(ManualClock::new());
+    let pool = Pool::builder("p", |_key: &str| Ok::<_, SpawnError>(Model { bytes: 3 }))
+        .clock(clock.clone())
+        .build();
+    let scheduler = Scheduler::builder()
+        .clock(clock.clone())
+        .probe(FixedProbe::new(Some(MemoryReading {
+            total: 100,
+            available: 40,
+            process_rss: None,
+        })))
+        .policy(keep_alive(0))
+        .build();
+    scheduler.register(&pool);
+    drop(pool.acquire("m").unwrap());
+    let stats = serde_json::to_value(pool.stats()).unwrap();
+    assert_eq!(stats["accounted_bytes"], 3);
+    assert_eq!(stats["models"]["m"]["workers"], 1);
+    assert_eq!(stats["spawns"], 1);
+    clock.advance(Duration::from_secs(1));
+    let report = scheduler.tick_once();
+    let stats = serde_json::to_value(scheduler.stats()).unwrap();
+    assert_eq!(stats["ticks"], 1);
+    assert_eq!(stats["evictions"]["keep-alive"], 1);
+    assert_eq!(stats["last_memory"]["used_bytes"], 60);
+    let event = serde_json::to_value(PoolEvent::Eviction(report.evictions[0].clone())).unwrap();
+    assert_eq!(event["event"], "eviction");
+    assert_eq!(event["pool"], "p");
+    assert_eq!(event["model"], "m");
+    assert_eq!(event["reason"], "keep-alive");
+    assert_eq!(event["idle_secs"], 1.0);
+    assert_eq!(event["freed_bytes"], 3);
+}

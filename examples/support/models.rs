@@ -286,7 +286,7 @@ pub fn apply_reload(
     if new.policy != old.policy || pools.iter().any(|(name, _)| models_changed(name)) {
         report
             .applied
-            .push(format!("default policy: {}", default.describe()));
+            .push(format!("default policy: {}", describe_all(&*default)));
         // Unknown pools cannot happen here: every name comes from the registered pools.
         let _ = scheduler.replace_policy(PolicyScope::Default, Some(default));
     }
@@ -294,7 +294,7 @@ pub fn apply_reload(
         let (old_pool, new_pool) = (old.pools.get(name), &new.pools[name]);
         if old_pool.map(|p| &p.policy) != Some(&new_pool.policy) || models_changed(name) {
             report.applied.push(match &policy {
-                Some(p) => format!("pool {name}: policy {}", p.describe()),
+                Some(p) => format!("pool {name}: policy {}", describe_all(&**p)),
                 None => format!("pool {name}: under the default policy"),
             });
             let _ = scheduler.replace_policy(PolicyScope::Pool(name), policy);
@@ -349,6 +349,16 @@ pub fn apply_reload(
         report.needs_restart.push("[scheduler] tick".to_string());
     }
     Ok(report)
+}
+
+/// A policy with its parameters, a chain with each member's.
+fn describe_all(policy: &dyn EvictionPolicy) -> String {
+    let children = policy.children();
+    if children.is_empty() {
+        return policy.describe();
+    }
+    let members: Vec<String> = children.into_iter().map(describe_all).collect();
+    format!("{} [{}]", policy.name(), members.join("; "))
 }
 
 /// Sends one request to a worker of `model` and waits for the answer, holding the lease (the
