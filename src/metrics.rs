@@ -196,6 +196,7 @@ mod on {
     //! The recording side, with the feature.
 
     use std::collections::HashMap;
+    use std::hash::BuildHasherDefault;
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
@@ -228,22 +229,40 @@ mod on {
             .map_or(0, std::mem::take)
     }
 
-    /// One key's gauges, registered once.
-    struct KeyGauges {
-        workers: Gauge,
-        in_flight: Gauge,
-        waiting: Gauge,
-        starting: Gauge,
-        /// The tick that last saw the key.
-        seen: u64,
+    /// One key's gauges, registered once, with the values last set (a gauge is written only
+    /// when its value changes, so that a tick over many quiet keys touches no handle).
+    struct KeySlot {
+        pool: usize,
+        id: KeyId,
+        /// workers, in flight, waiting, starting, as last set.
+        last: [u64; 4],
+        gauges: [Gauge; 4],
     }
 
-    impl KeyGauges {
-        fn zero(&self) {
-            self.workers.set(0.0);
-            self.in_flight.set(0.0);
-            self.waiting.set(0.0);
-            self.starting.set(0.0);
+    impl KeySlot {
+        fn new(pool_name: &str, pool: usize, id: KeyId, model: &str) -> Self {
+            let (pool_name, model) = (pool_name.to_string(), model.to_string());
+            // The key's counters start at zero, so that rates work from its first tick.
+            for name in [SPAWNS, SPAWN_FAILURES, COLD_STARTS, ACQUIRE_TIMEOUTS] {
+                counter!(name, "pool" => pool_name.clone(), "model" => model.clone()).increment(0);
+            }
+            let gauges = [WORKERS, IN_FLIGHT, WAITING, STARTING]
+                .map(|name| gauge!(name, "pool" => pool_name.clone(), "model" => model.clone()));
+            KeySlot {
+                pool,
+                id,
+                last: [u64::MAX; 4],
+                gauges,
+            }
+        }
+
+        fn set(&mut self, values: [u64; 4]) {
+            for ((last, gauge), value) in self.last.iter_mut().zip(&self.gauges).zip(values) {
+                if *last != value {
+                    *last = value;
+                    gauge.set(value as f64);
+                }
+            }
         }
     }
 
@@ -256,12 +275,38 @@ mod on {
         ahead: u64,
     }
 
+    /// Hashes the (pool index, key id) pairs of the gauge map: two integers, mixed by a
+    /// multiply (SipHash would cost more than the rest of a key's update).
+    #[derive(Default)]
+    struct IdHasher(u64);
+
+    impl std::hash::Hasher for IdHasher {
+        fn finish(&self) -> u64 {
+            self.0
+        }
+
+        fn write(&mut self, bytes: &[u8]) {
+            for b in bytes {
+                self.write_u64(u64::from(*b));
+            }
+        }
+
+        fn write_u64(&mut self, n: u64) {
+            self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+
+        fn write_usize(&mut self, n: usize) {
+            self.write_u64(n as u64);
+        }
+    }
+
     /// What the scheduler's tick keeps for the metrics: handles, and each key's last tick.
     #[derive(Default)]
     pub(crate) struct TickMetrics {
         pools: Vec<PoolHandles>,
-        keys: HashMap<(usize, KeyId), KeyGauges>,
-        ticks: u64,
+        /// One per key of the last snapshot, in its order (which stays the same from tick to
+        /// tick while no key comes or goes).
+        keys: Vec<KeySlot>,
         tick_seconds: Option<Histogram>,
         /// Scratch: arrivals per pool this tick.
         arrivals: Vec<u64>,
@@ -277,8 +322,6 @@ mod on {
             evicted: &[u32],
             accounted: &[u64],
         ) {
-            self.ticks += 1;
-            let tick = self.ticks;
             for (index, view) in buffer.pools.iter().enumerate() {
                 match self.pools.get(index) {
                     Some(handles) if Arc::ptr_eq(&handles.name, &view.name) => {}
@@ -300,42 +343,41 @@ mod on {
             }
             self.arrivals.clear();
             self.arrivals.resize(buffer.pools.len(), 0);
-            for (k, key) in buffer.keys.iter().enumerate() {
+            let aligned = self.keys.len() == buffer.keys.len()
+                && self
+                    .keys
+                    .iter()
+                    .zip(&buffer.keys)
+                    .all(|(slot, key)| slot.pool == key.pool && slot.id == key.id);
+            if !aligned {
+                // Keys came or went: line the slots up with this snapshot; a key gone is set
+                // to zero once.
+                let mut old: HashMap<(usize, KeyId), KeySlot, BuildHasherDefault<IdHasher>> =
+                    self.keys.drain(..).map(|s| ((s.pool, s.id), s)).collect();
+                for key in &buffer.keys {
+                    let slot = old.remove(&(key.pool, key.id)).unwrap_or_else(|| {
+                        KeySlot::new(&buffer.pools[key.pool].name, key.pool, key.id, &key.key)
+                    });
+                    self.keys.push(slot);
+                }
+                for (_, mut gone) in old {
+                    gone.set([0; 4]);
+                }
+            }
+            for (k, (slot, key)) in self.keys.iter_mut().zip(&buffer.keys).enumerate() {
                 let views = &buffer.workers[key.workers.clone()];
-                let gauges = self.keys.entry((key.pool, key.id)).or_insert_with(|| {
-                    let pool = buffer.pools[key.pool].name.to_string();
-                    let model = key.key.to_string();
-                    // The key's counters start at zero, so that rates work from its first tick.
-                    for name in [SPAWNS, SPAWN_FAILURES, COLD_STARTS, ACQUIRE_TIMEOUTS] {
-                        counter!(name, "pool" => pool.clone(), "model" => model.clone())
-                            .increment(0);
-                    }
-                    KeyGauges {
-                        workers: gauge!(WORKERS, "pool" => pool.clone(), "model" => model.clone()),
-                        in_flight: gauge!(IN_FLIGHT, "pool" => pool.clone(), "model" => model.clone()),
-                        waiting: gauge!(WAITING, "pool" => pool.clone(), "model" => model.clone()),
-                        starting: gauge!(STARTING, "pool" => pool, "model" => model),
-                        seen: 0,
-                    }
-                });
-                gauges.seen = tick;
                 let workers = views
                     .len()
                     .saturating_sub(evicted.get(k).copied().unwrap_or(0) as usize);
                 let in_flight: u64 = views.iter().map(|w| u64::from(w.in_flight)).sum();
-                gauges.workers.set(workers as f64);
-                gauges.in_flight.set(in_flight as f64);
-                gauges.waiting.set(key.waiting as f64);
-                gauges.starting.set(key.starting as f64);
+                slot.set([
+                    workers as u64,
+                    in_flight,
+                    key.waiting as u64,
+                    key.starting as u64,
+                ]);
                 self.arrivals[key.pool] += key.arrivals;
             }
-            self.keys.retain(|_, gauges| {
-                if gauges.seen == tick {
-                    return true;
-                }
-                gauges.zero();
-                false
-            });
             for (index, handles) in self.pools.iter_mut().enumerate().take(buffer.pools.len()) {
                 handles
                     .accounted

@@ -1,8 +1,7 @@
-//! The metrics poolwarden exports (feature `metrics`), recorded by `metrics-util`'s debugging
-//! recorder, installed once for this test binary. Each test uses pools of its own names and
-//! reads only its own series; the tests run one at a time, since the recorder hands each value
-//! out once (a snapshot resets counters and gauges to zero: counters are summed here, and a
-//! gauge is read right after the tick that set it).
+//! The metrics poolwarden exports (feature `metrics`), recorded by a recorder over
+//! `metrics-util`'s registry, installed once for this test binary: it keeps every counter,
+//! gauge and histogram value, and reading them changes nothing. Each test uses pools of its own
+//! names and reads only its own series.
 #![cfg(feature = "metrics")]
 
 use std::collections::HashMap;
@@ -10,15 +9,54 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
-use metrics_util::MetricKind;
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use metrics_util::registry::{AtomicStorage, Registry};
 use poolwarden::metrics::{MetricKind as Kind, METRICS};
 use poolwarden::policies::{GradualLru, GradualLruConfig};
 use poolwarden::status::{BudgetReport, BudgetStatus};
 use poolwarden::{AcquireError, ManualClock, Pool, Scheduler, SpawnError, Worker};
 
-/// What the recorder held: counters summed over every snapshot, gauges as the last snapshot
-/// saw them, histograms with every value recorded so far.
+/// Records into a registry of atomics.
+struct TestRecorder(Arc<Registry<Key, AtomicStorage>>);
+
+impl Recorder for TestRecorder {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        self.0
+            .get_or_create_counter(key, |c| Counter::from_arc(Arc::clone(c)))
+    }
+
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        self.0
+            .get_or_create_gauge(key, |g| Gauge::from_arc(Arc::clone(g)))
+    }
+
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+        self.0
+            .get_or_create_histogram(key, |h| Histogram::from_arc(Arc::clone(h)))
+    }
+}
+
+fn registry() -> &'static Arc<Registry<Key, AtomicStorage>> {
+    static REGISTRY: OnceLock<Arc<Registry<Key, AtomicStorage>>> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        let registry = Arc::new(Registry::atomic());
+        metrics::set_global_recorder(TestRecorder(Arc::clone(&registry)))
+            .expect("no other recorder in this binary");
+        registry
+    })
+}
+
+/// Held by each test for its whole run (`tick_seconds` has no pool label to tell them apart).
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Every series recorded so far, with its value.
 #[derive(Default)]
 struct Seen {
     counters: HashMap<MetricId, u64>,
@@ -29,58 +67,35 @@ struct Seen {
 /// A metric's name and its labels, sorted.
 type MetricId = (String, Vec<(String, String)>);
 
-/// Held by each test for its whole run.
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+fn metric_id(key: &Key) -> MetricId {
+    let mut labels: Vec<(String, String)> = key
+        .labels()
+        .map(|l| (l.key().to_string(), l.value().to_string()))
+        .collect();
+    labels.sort();
+    (key.name().to_string(), labels)
 }
 
-fn snapshotter() -> &'static Snapshotter {
-    static SNAPSHOTTER: OnceLock<Snapshotter> = OnceLock::new();
-    SNAPSHOTTER.get_or_init(|| {
-        let recorder = DebuggingRecorder::new();
-        let snapshotter = recorder.snapshotter();
-        recorder
-            .install()
-            .expect("no other recorder in this binary");
-        snapshotter
-    })
-}
-
-fn seen() -> &'static Mutex<Seen> {
-    static SEEN: OnceLock<Mutex<Seen>> = OnceLock::new();
-    SEEN.get_or_init(Mutex::default)
-}
-
-/// Takes what the recorder has now into [`Seen`].
-fn observe() -> std::sync::MutexGuard<'static, Seen> {
-    let snapshot = snapshotter().snapshot();
-    let mut seen = seen().lock().unwrap_or_else(|e| e.into_inner());
-    for (key, _, _, value) in snapshot.into_vec() {
-        let (kind, key) = key.into_parts();
-        let mut labels: Vec<(String, String)> = key
-            .labels()
-            .map(|l| (l.key().to_string(), l.value().to_string()))
-            .collect();
-        labels.sort();
-        let id = (key.name().to_string(), labels);
-        match (kind, value) {
-            (MetricKind::Counter, DebugValue::Counter(n)) => {
-                *seen.counters.entry(id).or_default() += n;
-            }
-            (MetricKind::Gauge, DebugValue::Gauge(v)) => {
-                seen.gauges.insert(id, v.into_inner());
-            }
-            (MetricKind::Histogram, DebugValue::Histogram(values)) => {
-                seen.histograms
-                    .entry(id)
-                    .or_default()
-                    .extend(values.into_iter().map(|v| v.into_inner()));
-            }
-            _ => {}
-        }
+/// What the recorder holds now.
+fn observe() -> Seen {
+    let registry = registry();
+    Seen {
+        counters: registry
+            .get_counter_handles()
+            .into_iter()
+            .map(|(k, v)| (metric_id(&k), v.load(Ordering::SeqCst)))
+            .collect(),
+        gauges: registry
+            .get_gauge_handles()
+            .into_iter()
+            .map(|(k, v)| (metric_id(&k), f64::from_bits(v.load(Ordering::SeqCst))))
+            .collect(),
+        histograms: registry
+            .get_histogram_handles()
+            .into_iter()
+            .map(|(k, v)| (metric_id(&k), v.data()))
+            .collect(),
     }
-    seen
 }
 
 fn id(name: &str, labels: &[(&str, &str)]) -> MetricId {
@@ -149,7 +164,7 @@ impl BudgetReport for FixedBudget {
 fn a_scripted_run_exports_the_known_counts_and_gauges() {
     const POOL: &str = "metrics-scripted";
     let _serial = one_at_a_time();
-    snapshotter();
+    registry();
     let clock = Arc::new(ManualClock::new());
     let loads = clock.clone();
     let fail = Arc::new(AtomicBool::new(false));
@@ -283,7 +298,7 @@ fn a_scripted_run_exports_the_known_counts_and_gauges() {
 fn every_emitted_metric_is_listed_with_its_labels() {
     const POOL: &str = "metrics-listed";
     let _serial = one_at_a_time();
-    snapshotter();
+    registry();
     let clock = Arc::new(ManualClock::new());
     let pool = Pool::builder(POOL, |_key: &str| Ok::<_, SpawnError>(Model))
         .clock(clock.clone())
