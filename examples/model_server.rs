@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example model_server -- [--config FILE] [--duration DUR] [--memory-limit SIZE]
+//!                                               [--listen 127.0.0.1:PORT]
 //! ```
 //!
 //! Each worker is a thread that loads a "model" (allocates and writes its footprint, 64 to
@@ -15,6 +16,15 @@
 //! With `--memory-limit` below what the bursts need, memory-pressure evicts idle workers of
 //! the other pools, least recently used first, while a new burst loads its models.
 //!
+//! With `--listen ADDR` it serves `GET /status` (the scheduler's status as JSON) and
+//! `GET /metrics` (every poolwarden metric in the Prometheus text format) on that address;
+//! port 0 picks a free port, and the line `listening on http://ADDR` says which.
+//!
+//! SIGHUP reloads the config file: the new file is validated first (a bad one is reported
+//! with its located error and the running config stays); then the policies and each pool's
+//! `max_workers_per_model` and `acquire_timeout` change between two ticks, and what needs a
+//! restart is listed.
+//!
 //! Ctrl-C or the end of `--duration` stops cleanly: the scheduler stops, every worker thread
 //! is shut down and joined, and a summary prints.
 
@@ -22,17 +32,22 @@
 mod models;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use crossbeam_channel::select;
-use poolwarden::config::{Config, PolicyRegistry, PolicySpec};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use poolwarden::config::{Config, ConfiguredScheduler, PolicyRegistry, PolicySpec};
+use poolwarden::events::RecvTimeoutError;
 use poolwarden::policies::ByteSize;
-use poolwarden::{Clock, EvictionEvent, MemoryProbe, MemoryReading, SysinfoProbe, TscClock};
+use poolwarden::{
+    Clock, EvictionEvent, MemoryProbe, MemoryReading, PoolEvent, SysinfoProbe, TscClock,
+};
 
 use models::{mib, process_rss, thread_count, Counters, Driver, NamedPool};
 
@@ -56,6 +71,10 @@ struct Args {
     /// Delay between the starts of two pools' bursts.
     #[arg(long, default_value = "4s", value_parser = humantime::parse_duration)]
     stagger: Duration,
+    /// Serve `/status` (JSON) and `/metrics` (Prometheus) on this address, e.g.
+    /// `127.0.0.1:9090` (port 0: any free port).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
 }
 
 /// The probe behind `--memory-limit`: `total` is the limit and `used` is this process's RSS.
@@ -105,7 +124,9 @@ mod interrupt {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     static REQUESTED: AtomicBool = AtomicBool::new(false);
+    static RELOAD: AtomicBool = AtomicBool::new(false);
 
+    const SIGHUP: i32 = 1;
     const SIGINT: i32 = 2;
     const SIGTERM: i32 = 15;
 
@@ -120,14 +141,26 @@ mod interrupt {
         }
     }
 
-    /// Installs the handler for SIGINT and SIGTERM.
+    extern "C" fn on_hangup(_signum: i32) {
+        RELOAD.store(true, Ordering::SeqCst);
+    }
+
+    /// Installs the handler for SIGINT and SIGTERM, and for SIGHUP where there is one.
     pub fn install() {
-        // SAFETY: `signal` is the C standard library's; `on_signal` has the C ABI and only does
-        // async-signal-safe work.
+        // SAFETY: `signal` is the C standard library's; the handlers have the C ABI and only do
+        // async-signal-safe work (atomics, abort).
         unsafe {
             signal(SIGINT, on_signal);
             signal(SIGTERM, on_signal);
+            if cfg!(unix) {
+                signal(SIGHUP, on_hangup);
+            }
         }
+    }
+
+    /// Whether a reload was asked for (SIGHUP) since the last call.
+    pub fn reload_requested() -> bool {
+        RELOAD.swap(false, Ordering::SeqCst)
     }
 
     /// Whether a stop was asked for.
@@ -146,6 +179,100 @@ mod interrupt {
     pub fn requested() -> bool {
         false
     }
+
+    /// Never.
+    pub fn reload_requested() -> bool {
+        false
+    }
+}
+
+/// The HTTP endpoints: `/status` and `/metrics`, on a thread of their own.
+struct HttpServer {
+    server: Arc<tiny_http::Server>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl HttpServer {
+    /// Binds `addr` and serves until dropped.
+    fn start(
+        addr: SocketAddr,
+        scheduler: Arc<ConfiguredScheduler>,
+        prometheus: PrometheusHandle,
+    ) -> Result<(Self, SocketAddr), String> {
+        let server =
+            tiny_http::Server::http(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let bound = server.server_addr().to_ip().unwrap_or(addr);
+        let server = Arc::new(server);
+        let serving = Arc::clone(&server);
+        let thread = std::thread::Builder::new()
+            .name("http".to_string())
+            .spawn(move || {
+                for request in serving.incoming_requests() {
+                    let path = request.url().split('?').next().unwrap_or("").to_string();
+                    let get = *request.method() == tiny_http::Method::Get;
+                    let (status, body, content_type) = match (get, path.as_str()) {
+                        (true, "/status") => {
+                            match serde_json::to_string_pretty(&scheduler.status()) {
+                                Ok(json) => (200, json, "application/json"),
+                                Err(e) => (
+                                    500,
+                                    format!("cannot serialize the status: {e}\n"),
+                                    "text/plain",
+                                ),
+                            }
+                        }
+                        (true, "/metrics") => {
+                            (200, prometheus.render(), "text/plain; version=0.0.4")
+                        }
+                        (false, "/status" | "/metrics") => {
+                            (405, "GET only\n".to_string(), "text/plain")
+                        }
+                        _ => (
+                            404,
+                            "not found: try /status or /metrics\n".to_string(),
+                            "text/plain",
+                        ),
+                    };
+                    let header = tiny_http::Header::from_bytes("Content-Type", content_type)
+                        .expect("a valid header");
+                    let response = tiny_http::Response::from_string(body)
+                        .with_status_code(status)
+                        .with_header(header);
+                    if let Err(e) = request.respond(response) {
+                        log::debug!("http: cannot answer: {e}");
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the HTTP thread: {e}"))?;
+        Ok((
+            HttpServer {
+                server,
+                thread: Some(thread),
+            },
+            bound,
+        ))
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Installs the Prometheus recorder: every poolwarden metric from now on, with buckets for
+/// the histograms (seconds), so that quantiles can be computed across replicas.
+fn install_prometheus() -> Result<PrometheusHandle, String> {
+    const BUCKETS: &[f64] = &[
+        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    ];
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_string()), BUCKETS)
+        .and_then(|b| b.install_recorder())
+        .map_err(|e| format!("cannot install the Prometheus recorder: {e}"))
 }
 
 /// Prints status lines and evictions.
@@ -256,6 +383,57 @@ fn main() -> ExitCode {
     }
 }
 
+/// Reloads `args.config` on SIGHUP: validates it, then applies what can change at run time.
+/// A bad file is reported with its located error, and the running config stays.
+fn reload(
+    args: &Args,
+    registry: &PolicyRegistry,
+    running: &mut Config,
+    scheduler: &ConfiguredScheduler,
+    pools: &[NamedPool],
+    console: &Console,
+) {
+    let at = console.elapsed();
+    let mut new = match Config::load(&args.config, registry) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{at:>6.1}s  reload failed, the running config stays: error: {e}");
+            return;
+        }
+    };
+    if let Some(limit) = args.memory_limit {
+        set_memory_limit(&mut new.policy, limit);
+        for pool in new.pools.values_mut() {
+            if let Some(spec) = &mut pool.policy {
+                set_memory_limit(spec, limit);
+            }
+        }
+    }
+    match models::apply_reload(running, &new, registry, scheduler, pools) {
+        Ok(report) => {
+            println!(
+                "{at:>6.1}s  reloaded {}: {}",
+                new.source,
+                if report.applied.is_empty() {
+                    "nothing to change at run time".to_string()
+                } else {
+                    report.applied.join("; ")
+                }
+            );
+            if !report.needs_restart.is_empty() {
+                println!(
+                    "{at:>6.1}s  needs a restart to apply: {}",
+                    report.needs_restart.join("; ")
+                );
+            }
+            *running = new;
+        }
+        Err(e) => {
+            eprintln!("{at:>6.1}s  reload failed, the running config stays: error: {e}");
+        }
+    }
+}
+
 fn run(args: &Args) -> Result<(), String> {
     let registry = PolicyRegistry::new();
     let mut config = Config::load(&args.config, &registry).map_err(|e| e.to_string())?;
@@ -293,8 +471,11 @@ fn run(args: &Args) -> Result<(), String> {
     let counters = Arc::new(Counters::default());
     let clock: Arc<dyn Clock> = Arc::new(TscClock::new());
     let pools = models::build_pools(&config, &clock, &counters);
-    let scheduler = models::build_scheduler(&config, &registry, probe, &clock, &pools)
-        .map_err(|e| e.to_string())?;
+    let prometheus = args.listen.map(|_| install_prometheus()).transpose()?;
+    let scheduler = Arc::new(
+        models::build_scheduler(&config, &registry, probe, &clock, &pools)
+            .map_err(|e| e.to_string())?,
+    );
     let events = scheduler.subscribe();
 
     println!("config: {}", config.source);
@@ -328,6 +509,15 @@ fn run(args: &Args) -> Result<(), String> {
     scheduler
         .start()
         .map_err(|e| format!("cannot start the scheduler: {e}"))?;
+    let http = match (args.listen, &prometheus) {
+        (Some(addr), Some(prometheus)) => {
+            let (http, bound) =
+                HttpServer::start(addr, Arc::clone(&scheduler), prometheus.clone())?;
+            println!("listening on http://{bound} (GET /status, GET /metrics)");
+            Some(http)
+        }
+        _ => None,
+    };
     let bursts = models::plan(
         &config,
         &pools,
@@ -340,18 +530,27 @@ fn run(args: &Args) -> Result<(), String> {
 
     let mut console = Console::new(&pools, args.memory_limit.map(ByteSize::bytes));
     console.header(&pools);
-    let ticker = crossbeam_channel::tick(Duration::from_secs(1));
     let deadline = Instant::now() + args.duration;
+    let mut next_status = Instant::now() + Duration::from_secs(1);
     let mut quiet_reported = false;
     let stopped_by = loop {
-        select! {
-            recv(events) -> event => {
-                if let Ok(event) = event {
-                    console.eviction(&event);
-                }
+        let wait = next_status
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(100));
+        match events.recv_timeout(wait) {
+            Ok(PoolEvent::Eviction(event)) => console.eviction(&event),
+            Ok(_) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Closed) => std::thread::sleep(wait),
+        }
+        if Instant::now() >= next_status {
+            console.status(&pools);
+            if let Some(prometheus) = &prometheus {
+                prometheus.run_upkeep();
             }
-            recv(ticker) -> _ => console.status(&pools),
-            default(Duration::from_millis(100)) => {}
+            next_status += Duration::from_secs(1);
+        }
+        if interrupt::reload_requested() {
+            reload(args, &registry, &mut config, &scheduler, &pools, &console);
         }
         if !quiet_reported && driver.is_done() {
             quiet_reported = true;
@@ -374,9 +573,12 @@ fn run(args: &Args) -> Result<(), String> {
     println!("\n{:>6.1}s  stopping ({stopped_by})", console.elapsed());
     let stopping = Instant::now();
     driver.stop();
+    drop(http);
     scheduler.stop();
     for event in events.try_iter() {
-        console.eviction(&event);
+        if let PoolEvent::Eviction(event) = event {
+            console.eviction(&event);
+        }
     }
     let scheduler_stats = scheduler.stats();
     let still_loaded: usize = pools.iter().map(|(_, p)| p.stats().total_workers()).sum();

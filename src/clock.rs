@@ -73,10 +73,17 @@ impl Clock for SystemClock {
 /// clock elsewhere. The default clock of a [`crate::Pool`] and the [`crate::Scheduler`]: the
 /// cheapest real clock for the ticks, while lease releases on it read no clock at all (see
 /// [`Clock::stamps_every_release`]).
+///
+/// The counter is read only with the feature `tsc` (on by default); without it, a `TscClock`
+/// reads the OS clock, exactly like [`SystemClock`].
 #[derive(Debug, Clone)]
 pub struct TscClock {
+    #[cfg(feature = "tsc")]
     clock: quanta::Clock,
+    #[cfg(feature = "tsc")]
     origin: quanta::Instant,
+    #[cfg(not(feature = "tsc"))]
+    system: SystemClock,
 }
 
 impl TscClock {
@@ -86,9 +93,16 @@ impl TscClock {
         static SHARED: OnceLock<TscClock> = OnceLock::new();
         SHARED
             .get_or_init(|| {
-                let clock = quanta::Clock::new();
-                let origin = clock.now();
-                TscClock { clock, origin }
+                #[cfg(feature = "tsc")]
+                {
+                    let clock = quanta::Clock::new();
+                    let origin = clock.now();
+                    TscClock { clock, origin }
+                }
+                #[cfg(not(feature = "tsc"))]
+                TscClock {
+                    system: SystemClock::new(),
+                }
             })
             .clone()
     }
@@ -101,8 +115,14 @@ impl Default for TscClock {
 }
 
 impl Clock for TscClock {
+    #[cfg(feature = "tsc")]
     fn now(&self) -> Duration {
         self.clock.now().saturating_duration_since(self.origin)
+    }
+
+    #[cfg(not(feature = "tsc"))]
+    fn now(&self) -> Duration {
+        self.system.now()
     }
 
     fn stamps_every_release(&self) -> bool {

@@ -90,7 +90,7 @@ fn five_pools_scale_up_under_load_then_back_to_zero_and_every_thread_is_joined()
         &pools,
     )
     .unwrap();
-    let events = scheduler.subscribe();
+    let events = scheduler.subscribe_with_capacity(4096);
     scheduler.start().unwrap();
 
     // Bursts of two clients per pool, 800 ms each, 150 ms apart: the load is over in 1.4 s.
@@ -157,7 +157,11 @@ fn five_pools_scale_up_under_load_then_back_to_zero_and_every_thread_is_joined()
     // A load the queue started may finish after the request it was for was served by a
     // release: it becomes an idle worker and is evicted too. Count spawns now that all are gone.
     let spawns: u64 = pools.iter().map(|(_, p)| p.stats().spawns).sum();
-    let evicted: Vec<_> = events.try_iter().collect();
+    assert_eq!(events.dropped(), 0);
+    let evicted: Vec<_> = events
+        .try_iter()
+        .filter_map(|e| e.as_eviction().cloned())
+        .collect();
     assert_eq!(evicted.len() as u64, spawns);
     assert!(evicted.iter().all(|e| e.reason.as_str() == "idle"));
     assert_eq!(scheduler.stats().evictions.get("idle"), Some(&spawns));

@@ -11,21 +11,23 @@
 use std::collections::HashMap;
 use std::error::Error;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use poolwarden::config::{BuildError, Config, ConfiguredScheduler, PolicyRegistry, PoolConfig};
+use poolwarden::config::{
+    BuildError, Config, ConfiguredScheduler, PolicyRegistry, PolicyScope, PoolConfig,
+};
 use poolwarden::pool::ThreadedWorker;
-use poolwarden::{Clock, MemoryProbe, Pool, SpawnError};
+use poolwarden::{Clock, EvictionPolicy, MemoryProbe, Pool, Scheduler, SpawnError};
 
 /// One inference request: an input, and where the output goes.
 pub struct Request {
     /// The input.
     pub input: u64,
     /// Receives the output.
-    pub reply: Sender<u64>,
+    pub reply: SyncSender<u64>,
 }
 
 /// A loaded model: a worker thread that owns the weights.
@@ -166,7 +168,7 @@ pub fn spawn_model(
 ) -> Result<ModelWorker, SpawnError> {
     let cold = counters.starting(pool, model);
     let guard = ThreadGuard::new(counters, pool, model);
-    let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<(), String>>(1);
+    let (ready_tx, ready_rx) = sync_channel::<Result<(), String>>(1);
     let worker = ThreadedWorker::spawn_with(model, spec.bytes, move || {
         let guard = guard;
         let weights = match Weights::load(spec.bytes, spec.load_time) {
@@ -245,6 +247,120 @@ pub fn build_scheduler(
     Ok(scheduler)
 }
 
+/// What a reload applied, and what it could not apply without a restart.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// What changed at run time, one line each.
+    pub applied: Vec<String>,
+    /// What differs in the new config but only takes effect after a restart, one line each.
+    pub needs_restart: Vec<String>,
+}
+
+/// Applies `new` over the running `old` config: the default policy and every pool's own
+/// policy through [`Scheduler::replace_policy`] (swapped between two ticks), and each pool's
+/// `max_workers_per_model` and `acquire_timeout`. Every policy is built before anything
+/// changes: on an error nothing is applied. Lists what needs a restart: pools added or
+/// removed, the tick, `max_in_flight_per_worker`, and per-model tables (the built-in policies
+/// read per-model values from the pool, which keeps those it was built with; the footprints
+/// and load times are the example's factory's).
+pub fn apply_reload(
+    old: &Config,
+    new: &Config,
+    registry: &PolicyRegistry,
+    scheduler: &Scheduler,
+    pools: &[NamedPool],
+) -> Result<Reloaded, BuildError> {
+    let default = new.default_policy(registry)?;
+    let mut own: Vec<(&str, Option<Box<dyn EvictionPolicy>>)> = Vec::new();
+    for (name, _) in pools {
+        if new.pools.contains_key(name) {
+            own.push((name, new.pool_policy(name, registry)?));
+        }
+    }
+    let mut report = Reloaded::default();
+    // A policy is replaced when its table changed, or a per-model table it may read did (a
+    // policy receives its per-model values when it is built); otherwise it keeps its state.
+    let models_changed = |name: &str| {
+        old.pools.get(name).map(|p| &p.models) != new.pools.get(name).map(|p| &p.models)
+    };
+    if new.policy != old.policy || pools.iter().any(|(name, _)| models_changed(name)) {
+        report
+            .applied
+            .push(format!("default policy: {}", describe_all(&*default)));
+        // Unknown pools cannot happen here: every name comes from the registered pools.
+        let _ = scheduler.replace_policy(PolicyScope::Default, Some(default));
+    }
+    for (name, policy) in own {
+        let (old_pool, new_pool) = (old.pools.get(name), &new.pools[name]);
+        if old_pool.map(|p| &p.policy) != Some(&new_pool.policy) || models_changed(name) {
+            report.applied.push(match &policy {
+                Some(p) => format!("pool {name}: policy {}", describe_all(&**p)),
+                None => format!("pool {name}: under the default policy"),
+            });
+            let _ = scheduler.replace_policy(PolicyScope::Pool(name), policy);
+        }
+    }
+    for (name, pool) in pools {
+        let Some(new_pool) = new.pools.get(name) else {
+            report
+                .needs_restart
+                .push(format!("pool {name} is gone from the config"));
+            continue;
+        };
+        pool.set_max_workers_per_model(new_pool.max_workers_per_model);
+        pool.set_acquire_timeout(new_pool.acquire_timeout);
+        let Some(old_pool) = old.pools.get(name) else {
+            continue;
+        };
+        if old_pool.max_workers_per_model != new_pool.max_workers_per_model {
+            report.applied.push(format!(
+                "pool {name}: max_workers_per_model {} -> {}",
+                old_pool.max_workers_per_model, new_pool.max_workers_per_model
+            ));
+        }
+        if old_pool.acquire_timeout != new_pool.acquire_timeout {
+            report.applied.push(format!(
+                "pool {name}: acquire_timeout {:?} -> {:?}",
+                old_pool.acquire_timeout, new_pool.acquire_timeout
+            ));
+        }
+        if old_pool.max_in_flight_per_worker != new_pool.max_in_flight_per_worker {
+            report
+                .needs_restart
+                .push(format!("pool {name}: max_in_flight_per_worker"));
+        }
+        if old_pool.models != new_pool.models
+            || old_pool.memory != new_pool.memory
+            || old_pool.cold_start != new_pool.cold_start
+        {
+            report.needs_restart.push(format!(
+                "pool {name}: per-model overrides of the built-in policies, memory, cold_start"
+            ));
+        }
+    }
+    for name in new.pools.keys() {
+        if !pools.iter().any(|(n, _)| n == name) {
+            report
+                .needs_restart
+                .push(format!("pool {name} is new in the config"));
+        }
+    }
+    if old.scheduler != new.scheduler {
+        report.needs_restart.push("[scheduler] tick".to_string());
+    }
+    Ok(report)
+}
+
+/// A policy with its parameters, a chain with each member's.
+fn describe_all(policy: &dyn EvictionPolicy) -> String {
+    let children = policy.children();
+    if children.is_empty() {
+        return policy.describe();
+    }
+    let members: Vec<String> = children.into_iter().map(describe_all).collect();
+    format!("{} [{}]", policy.name(), members.join("; "))
+}
+
 /// Sends one request to a worker of `model` and waits for the answer, holding the lease (the
 /// worker is busy, and cannot be evicted) until it comes.
 pub fn infer(
@@ -253,7 +369,7 @@ pub fn infer(
     input: u64,
 ) -> Result<u64, Box<dyn Error + Send + Sync>> {
     let lease = pool.acquire(model)?;
-    let (reply, answer) = crossbeam_channel::bounded(1);
+    let (reply, answer) = sync_channel(1);
     lease.send(Request { input, reply })?;
     Ok(answer.recv_timeout(Duration::from_secs(30))?)
 }
@@ -317,14 +433,34 @@ pub fn plan(
 
 /// Client threads running bursts against the pools.
 pub struct Driver {
-    stop: Option<Sender<()>>,
+    stop: Arc<StopFlag>,
     clients: Vec<JoinHandle<()>>,
 }
 
+/// Set once to stop the clients; they wait on it between requests.
+#[derive(Default)]
+struct StopFlag {
+    stopped: Mutex<bool>,
+    changed: Condvar,
+}
+
 /// Waits until `deadline`; false if the driver was stopped first.
-fn wait_until(stop: &Receiver<()>, deadline: Instant) -> bool {
-    let wait = deadline.saturating_duration_since(Instant::now());
-    matches!(stop.recv_timeout(wait), Err(RecvTimeoutError::Timeout))
+fn wait_until(stop: &StopFlag, deadline: Instant) -> bool {
+    let mut stopped = stop.stopped.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        if *stopped {
+            return false;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return true;
+        }
+        stopped = stop
+            .changed
+            .wait_timeout(stopped, deadline - now)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+    }
 }
 
 impl Driver {
@@ -335,9 +471,9 @@ impl Driver {
         counters: &Arc<Counters>,
     ) -> std::io::Result<Driver> {
         let started = Instant::now();
-        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let stopped = Arc::new(StopFlag::default());
         let mut driver = Driver {
-            stop: Some(stop),
+            stop: Arc::clone(&stopped),
             clients: Vec::new(),
         };
         for (b, burst) in bursts.iter().enumerate() {
@@ -345,7 +481,7 @@ impl Driver {
             for client in 0..burst.clients {
                 let pool = pool.clone();
                 let burst = burst.clone();
-                let stopped = stopped.clone();
+                let stopped = Arc::clone(&stopped);
                 let counters = Arc::clone(counters);
                 let begin = started + burst.start + burst.ramp * client as u32;
                 let end = started + burst.start + burst.length;
@@ -389,7 +525,8 @@ impl Driver {
 
     /// Stops the clients after their current request, and joins them.
     pub fn stop(&mut self) {
-        self.stop = None;
+        *self.stop.stopped.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.stop.changed.notify_all();
         for client in self.clients.drain(..) {
             if client.join().is_err() {
                 eprintln!("a client thread panicked");

@@ -1,4 +1,5 @@
-//! The operator CLI (`poolwarden check`, `poolwarden simulate`), as a library entry point: a
+//! The operator CLI (`poolwarden check`, `poolwarden simulate`, `poolwarden status`), as a
+//! library entry point: a
 //! service with its own policies runs it with its own [`PolicyRegistry`] through
 //! [`main_with_registry`], and tests run it in-process with [`run`]. It never panics on bad
 //! input; it exits with a sysexits status ([`Exit`]).
@@ -22,6 +23,10 @@ use crate::sim::{
 };
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod status;
+
+pub use status::{fetch_status, render_status, FetchError};
+
 /// The exit statuses, from BSD's sysexits.
 const EXIT_STATUS_HELP: &str = "\
 Exit status:
@@ -29,7 +34,9 @@ Exit status:
   64  usage: a bad option or argument
   65  bad data: a malformed trace
   66  no input: a config or trace file that cannot be read
+  69  unavailable: `status` cannot reach the URL
   73  cannot write an output file (--csv, --svg) or standard output
+  76  protocol: `status` got an answer that is not a status
   78  bad configuration";
 
 /// How the command ended: 0, or a sysexits status.
@@ -43,8 +50,12 @@ pub enum Exit {
     BadData,
     /// 66 (`EX_NOINPUT`): a config or trace file that does not exist or cannot be read.
     NoInput,
+    /// 69 (`EX_UNAVAILABLE`): `status` cannot reach its URL.
+    Unavailable,
     /// 73 (`EX_CANTCREAT`): an output file or standard output cannot be written.
     CannotWrite,
+    /// 76 (`EX_PROTOCOL`): `status` got an answer that is not a `200` with a status.
+    Protocol,
     /// 78 (`EX_CONFIG`): a bad configuration.
     BadConfig,
 }
@@ -57,7 +68,9 @@ impl Exit {
             Exit::Usage => 64,
             Exit::BadData => 65,
             Exit::NoInput => 66,
+            Exit::Unavailable => 69,
             Exit::CannotWrite => 73,
+            Exit::Protocol => 76,
             Exit::BadConfig => 78,
         }
     }
@@ -94,6 +107,19 @@ enum Command {
     /// Replay a trace against the real scheduler, pools and policies in virtual time.
     #[command(after_help = EXIT_STATUS_HELP)]
     Simulate(SimulateArgs),
+    /// Show what a running service holds: fetch its status over HTTP (`/status` unless the
+    /// URL names a path) and print one row per model, like `ollama ps`.
+    #[command(after_help = EXIT_STATUS_HELP)]
+    Status {
+        /// `http://HOST:PORT[/PATH]`, e.g. `http://127.0.0.1:9090`.
+        url: String,
+        /// How long to wait for the connection and for each read.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        /// Print the status as JSON, as the service sent it.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -369,6 +395,7 @@ where
     let result = match cli.command {
         Command::Check { file, table } => check(&file, table.as_deref(), registry, stdin, out),
         Command::Simulate(args) => run_simulate(args, registry, stdin, out, options),
+        Command::Status { url, timeout, json } => show_status(&url, timeout, json, out),
     };
     let flushed = out.flush();
     match result.and_then(|()| flushed.map_err(write_failed)) {
@@ -378,6 +405,32 @@ where
             failure.exit
         }
     }
+}
+
+/// `poolwarden status URL`.
+fn show_status(
+    url: &str,
+    timeout: Duration,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    let status = fetch_status(url, timeout).map_err(|e| {
+        let exit = match e {
+            FetchError::BadUrl { .. } => Exit::Usage,
+            FetchError::Unreachable { .. } => Exit::Unavailable,
+            FetchError::BadAnswer { .. } => Exit::Protocol,
+        };
+        Failure::from_error(exit, &e)
+    })?;
+    let text = if json {
+        let mut text = serde_json::to_string_pretty(&status)
+            .map_err(|e| Failure::new(Exit::Protocol, format!("cannot write the status: {e}")))?;
+        text.push('\n');
+        text
+    } else {
+        render_status(&status, url)
+    };
+    out.write_all(text.as_bytes()).map_err(write_failed)
 }
 
 /// Loads the config at `path` (`-`: standard input).

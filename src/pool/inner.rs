@@ -632,6 +632,12 @@ impl<W: Worker> PoolInner<W> {
         self.observed_load_nanos
             .store(mean.max(1), Ordering::Relaxed);
         entry.workers.push(Arc::clone(&cell));
+        self.shared.publish_spawn(
+            &self.name,
+            &cell,
+            Duration::from_nanos(took),
+            ticket.prewarm,
+        );
         crate::metrics::spawned(
             &self.name,
             &entry.name,

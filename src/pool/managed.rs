@@ -12,7 +12,9 @@ use super::shared::PoolShared;
 use super::worker::Worker;
 use super::{Eviction, Pool};
 use crate::clock::to_nanos;
+use crate::events::EventSink;
 use crate::snapshot_buffer::{DeadWorker, SnapshotBuffer};
+use crate::status::{ModelStatus, PoolStatus, WorkerStatus};
 use crate::sync::Ordering;
 
 /// What the scheduler needs from a pool, whatever its worker type. Implemented by [`Pool`].
@@ -65,6 +67,28 @@ pub trait ManagedPool: Send + Sync + 'static {
 
     /// The evictions admission made since the last call (between ticks), with their times.
     fn take_admission_evictions(&self) -> Vec<(Duration, Eviction)>;
+
+    /// The pool's state at `now` for a status view: every key with its workers, requests in
+    /// flight and waiting, spawns in progress, and each live worker. Read-only: unlike
+    /// [`ManagedPool::snapshot_into`] it counts no arrivals and stamps nothing, so it may be
+    /// called at any time from any thread. `policy` is left empty for the caller to fill.
+    fn status(&self, now: Duration) -> PoolStatus {
+        let _ = now;
+        PoolStatus {
+            name: self.name().to_string(),
+            policy: String::new(),
+            accounted_bytes: self.accounted_bytes(),
+            max_workers_per_model: 0,
+            acquire_timeout: Duration::ZERO,
+            models: Vec::new(),
+        }
+    }
+
+    /// Sends the pool's spawn events to `sink` (the scheduler attaches its own when the pool is
+    /// registered). The default does nothing.
+    fn attach_events(&self, sink: EventSink) {
+        let _ = sink;
+    }
 }
 
 impl<W: Worker> ManagedPool for Pool<W> {
@@ -262,6 +286,68 @@ impl<W: Worker> ManagedPool for Pool<W> {
 
     fn take_admission_evictions(&self) -> Vec<(Duration, Eviction)> {
         Pool::take_admission_evictions(self)
+    }
+
+    fn status(&self, now: Duration) -> PoolStatus {
+        let inner = &*self.inner;
+        let now_nanos = to_nanos(now);
+        let tick_stamps = !inner.shared.stamps_every_release;
+        let mut models = Vec::new();
+        inner.map.for_each(|entry| {
+            let mut model = ModelStatus {
+                model: entry.name.to_string(),
+                workers: 0,
+                in_flight: 0,
+                waiting: entry.waiters.len(),
+                starting: entry.spawns.len(),
+                memory_bytes: 0,
+                instances: Vec::with_capacity(entry.workers.len()),
+            };
+            for cell in &entry.workers {
+                let state = cell.state();
+                if state.draining() {
+                    continue;
+                }
+                let in_flight = state.in_flight();
+                let idle = if in_flight > 0 {
+                    None
+                } else if tick_stamps && cell.released_since_stamp(state) {
+                    // Released since the last tick's stamp: idle for less than a tick.
+                    Some(Duration::ZERO)
+                } else {
+                    Some(Duration::from_nanos(
+                        now_nanos.saturating_sub(cell.last_used_nanos()),
+                    ))
+                };
+                model.workers += 1;
+                model.in_flight += u64::from(in_flight);
+                model.memory_bytes += cell.memory_bytes;
+                model.instances.push(WorkerStatus {
+                    id: cell.id.0,
+                    in_flight,
+                    idle,
+                    age: now.saturating_sub(cell.spawned_at),
+                    memory_bytes: cell.memory_bytes,
+                    releases: state.releases(),
+                    alive: cell.worker.is_alive(),
+                });
+            }
+            model.instances.sort_by_key(|w| w.id);
+            models.push(model);
+        });
+        models.sort_by(|a, b| a.model.cmp(&b.model));
+        PoolStatus {
+            name: inner.name.to_string(),
+            policy: String::new(),
+            accounted_bytes: inner.accounted_bytes.load(Ordering::Acquire),
+            max_workers_per_model: inner.max_workers_per_model.load(Ordering::Relaxed),
+            acquire_timeout: inner.acquire_timeout(),
+            models,
+        }
+    }
+
+    fn attach_events(&self, sink: EventSink) {
+        self.inner.shared.attach_events(sink);
     }
 }
 

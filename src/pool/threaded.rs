@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, Sender};
 
 use super::worker::Worker;
 
@@ -18,20 +18,21 @@ enum Message<R> {
 #[error("the worker thread has exited")]
 pub struct WorkerGone;
 
-/// A worker that owns a thread: requests go over a crossbeam channel to a handler running on
+/// A worker that owns a thread: requests go over a channel (`std::sync::mpsc`) to a handler running on
 /// that thread, a shutdown message stops it, and eviction joins it. Requests usually carry their
 /// own reply channel.
 ///
 /// ```
-/// use crossbeam_channel::bounded;
+/// use std::sync::mpsc::{sync_channel, SyncSender};
+///
 /// use poolwarden::pool::ThreadedWorker;
 /// use poolwarden::Worker;
 ///
-/// let worker = ThreadedWorker::spawn("model-a", 1 << 20, |(x, reply): (u32, crossbeam_channel::Sender<u32>)| {
+/// let worker = ThreadedWorker::spawn("model-a", 1 << 20, |(x, reply): (u32, SyncSender<u32>)| {
 ///     let _ = reply.send(x * 2);
 /// })
 /// .unwrap();
-/// let (tx, rx) = bounded(1);
+/// let (tx, rx) = sync_channel(1);
 /// worker.send((21, tx)).unwrap();
 /// assert_eq!(rx.recv().unwrap(), 42);
 /// worker.shutdown();
@@ -71,8 +72,7 @@ impl<R: Send + 'static> ThreadedWorker<R> {
         H: FnMut(R),
         F: FnOnce() -> H + Send + 'static,
     {
-        let (sender, receiver): (Sender<Message<R>>, Receiver<Message<R>>) =
-            crossbeam_channel::unbounded();
+        let (sender, receiver): (Sender<Message<R>>, Receiver<Message<R>>) = mpsc::channel();
         let running = Arc::new(AtomicBool::new(true));
         let flag = RunningFlag(Arc::clone(&running));
         let thread = std::thread::Builder::new()

@@ -5,24 +5,50 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use poolwarden_policies::{EvictionReason, MemoryReading, WorkerId};
+use serde::{Serialize, Serializer};
 
-/// One eviction, as subscribers receive it. Every eviction carries its reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
+use crate::events::serialize_worker;
+use crate::status::{serde_secs, MemoryStatus};
+
+/// One eviction, as subscribers receive it. Every eviction carries its reason. In JSON, times
+/// are seconds (`at_secs`, `idle_secs`), the key is `model` and the reason its name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EvictionEvent {
     /// The tick's time (since the clock's origin).
+    #[serde(rename = "at_secs", serialize_with = "serde_secs::serialize")]
     pub at: Duration,
     /// The pool's name.
     pub pool: Arc<str>,
     /// The key.
+    #[serde(rename = "model")]
     pub key: Arc<str>,
     /// The evicted worker.
+    #[serde(serialize_with = "serialize_worker")]
     pub worker: WorkerId,
     /// Why.
+    #[serde(serialize_with = "serialize_reason")]
     pub reason: EvictionReason,
     /// Workers the key has left.
     pub workers_left: usize,
     /// Bytes that left the pool's accounting.
     pub freed_bytes: u64,
+    /// How long the worker had been idle (as its `last_used` said).
+    #[serde(rename = "idle_secs", serialize_with = "serde_secs::serialize")]
+    pub idle_for: Duration,
+}
+
+fn serialize_reason<S: Serializer>(
+    reason: &EvictionReason,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(reason.as_str())
+}
+
+fn serialize_memory<S: Serializer>(
+    memory: &Option<MemoryReading>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    memory.map(MemoryStatus::from).serialize(serializer)
 }
 
 /// What one tick did.
@@ -53,7 +79,7 @@ pub struct PrewarmStart {
 }
 
 /// The scheduler's counters since it was built.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SchedulerStats {
     /// Ticks run.
     pub ticks: u64,
@@ -62,5 +88,6 @@ pub struct SchedulerStats {
     /// Policy calls that panicked.
     pub policy_panics: u64,
     /// The latest memory reading.
+    #[serde(serialize_with = "serialize_memory")]
     pub last_memory: Option<MemoryReading>,
 }

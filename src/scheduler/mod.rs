@@ -2,9 +2,14 @@
 //!
 //! Every tick it (1) takes one memory reading, (2) snapshots every pool and runs each policy
 //! on it, (3) applies the proposals through the pools' atomic evict, (4) logs and publishes
-//! each eviction with its reason, and (5) logs each pool's accounted memory at debug level.
+//! each eviction with its reason, (5) sets the metrics' gauges (feature `metrics`), and (6) logs
+//! the memory reading and each pool's accounted memory at debug level.
 //! [`Scheduler::tick_once`] runs exactly one tick on the caller's thread, for tests and the
 //! simulator; [`Scheduler::start`] runs ticks on a thread named `pool-maintenance`.
+//!
+//! Subscribers ([`Scheduler::subscribe`]) receive every spawn and eviction over a bounded
+//! channel; [`Scheduler::status`] is a serializable view of everything registered;
+//! [`Scheduler::replace_policy`] swaps a policy between two ticks.
 
 mod event;
 
@@ -15,13 +20,16 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
 use poolwarden_policies::{EvictionPolicy, Noop, Prewarm, Proposal, WorkerId};
 
 use crate::clock::{Clock, TscClock};
+use crate::config::PolicyScope;
+use crate::events::{EventReceiver, EventSink, PoolEvent, DEFAULT_CAPACITY};
+use crate::metrics::TickMetrics;
 use crate::pool::{Eviction, ManagedPool, Pool, Worker};
 use crate::probe::{sane, MemoryProbe};
 use crate::snapshot_buffer::SnapshotBuffer;
+use crate::status::{BudgetReport, MemoryStatus, Status};
 
 pub use event::{EvictionEvent, PrewarmStart, SchedulerStats, TickReport};
 
@@ -56,8 +64,14 @@ struct Core {
     manual_prewarm: bool,
     /// The previous tick's time.
     previous: Option<Duration>,
-    subscribers: Vec<Sender<EvictionEvent>>,
+    events: EventSink,
     stats: SchedulerStats,
+    budgets: Vec<Arc<dyn BudgetReport>>,
+    metrics: TickMetrics,
+    /// Per key of the snapshot: workers evicted by this tick's proposals (for the gauges).
+    evicted: Vec<u32>,
+    /// Per pool: accounted bytes at the end of the tick.
+    accounted: Vec<u64>,
 }
 
 /// The stop signal of the maintenance thread: set, then notified.
@@ -68,9 +82,18 @@ struct Running {
     thread: JoinHandle<()>,
 }
 
+/// [`Scheduler::replace_policy`] was given a pool that is not registered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no pool `{pool}` is registered with the scheduler")]
+pub struct UnknownPool {
+    /// The name given.
+    pub pool: String,
+}
+
 /// Runs eviction policies over registered pools. See the [module docs](self).
 pub struct Scheduler {
     core: Arc<Mutex<Core>>,
+    events: EventSink,
     clock: Arc<dyn Clock>,
     tick: Duration,
     shutdown_wait: Duration,
@@ -130,6 +153,7 @@ impl SchedulerBuilder {
 
     /// The scheduler, not yet ticking.
     pub fn build(self) -> Scheduler {
+        let events = EventSink::default();
         let core = Core {
             pools: Vec::new(),
             slots: vec![PolicySlot {
@@ -145,16 +169,32 @@ impl SchedulerBuilder {
             pending_prewarms: HashMap::new(),
             manual_prewarm: self.manual_prewarm,
             previous: None,
-            subscribers: Vec::new(),
+            events: events.clone(),
             stats: SchedulerStats::default(),
+            budgets: Vec::new(),
+            metrics: TickMetrics::default(),
+            evicted: Vec::new(),
+            accounted: Vec::new(),
         };
         Scheduler {
             core: Arc::new(Mutex::new(core)),
+            events,
             clock: self.clock.unwrap_or_else(|| Arc::new(TscClock::default())),
             tick: self.tick,
             shutdown_wait: self.shutdown_wait,
             running: Mutex::new(None),
         }
+    }
+}
+
+/// A policy with its parameters, a chain with each member's (`chain [a x=1; b y=2]`).
+fn describe_all(policy: &dyn EvictionPolicy) -> String {
+    let children = policy.children();
+    if children.is_empty() {
+        policy.describe()
+    } else {
+        let members: Vec<String> = children.into_iter().map(describe_all).collect();
+        format!("{} [{}]", policy.name(), members.join("; "))
     }
 }
 
@@ -191,12 +231,14 @@ impl Scheduler {
         self.register_managed(pool.managed(), Some(policy));
     }
 
-    /// Registers any [`ManagedPool`], with an optional policy of its own.
+    /// Registers any [`ManagedPool`], with an optional policy of its own. Its spawns are
+    /// published to this scheduler's subscribers from now on.
     pub fn register_managed(
         &self,
         pool: Arc<dyn ManagedPool>,
         policy: Option<Box<dyn EvictionPolicy>>,
     ) {
+        pool.attach_events(self.events.clone());
         let mut core = lock(&self.core);
         let index = core.pools.len();
         let slot = match policy {
@@ -218,16 +260,136 @@ impl Scheduler {
         core.pools.push(Registered { pool });
     }
 
-    /// A channel that receives every eviction from now on.
-    pub fn subscribe(&self) -> Receiver<EvictionEvent> {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        lock(&self.core).subscribers.push(tx);
-        rx
+    /// A channel that receives every spawn in the registered pools and every eviction by this
+    /// scheduler from now on, holding at most [`DEFAULT_CAPACITY`] events (see
+    /// [`Scheduler::subscribe_with_capacity`]). It is closed by [`Scheduler::stop`].
+    pub fn subscribe(&self) -> EventReceiver {
+        self.subscribe_with_capacity(DEFAULT_CAPACITY)
+    }
+
+    /// Like [`Scheduler::subscribe`], with a queue of at most `capacity` events (at least 1).
+    /// Publishing never waits for a subscriber: when its queue is full, its oldest event is
+    /// dropped to make room, and [`EventReceiver::dropped`] counts the losses.
+    pub fn subscribe_with_capacity(&self, capacity: usize) -> EventReceiver {
+        self.events.subscribe(capacity)
     }
 
     /// The counters so far.
     pub fn stats(&self) -> SchedulerStats {
         lock(&self.core).stats.clone()
+    }
+
+    /// Replaces a policy; it applies from the next tick on (a tick in progress finishes with
+    /// the old one). `PolicyScope::Default` replaces the default policy of every pool without
+    /// its own (`None`: `noop`). `PolicyScope::Pool(name)` gives that pool its own policy, or
+    /// with `None` puts it back under the default. The replaced policy's state (what it
+    /// learnt across ticks) is dropped with it.
+    pub fn replace_policy(
+        &self,
+        scope: PolicyScope<'_>,
+        policy: Option<Box<dyn EvictionPolicy>>,
+    ) -> Result<(), UnknownPool> {
+        let mut core = lock(&self.core);
+        match scope {
+            PolicyScope::Default => {
+                let policy = policy.unwrap_or_else(|| Box::new(Noop));
+                log::info!(
+                    "{THREAD_NAME}: default policy replaced: {}",
+                    policy.describe()
+                );
+                let slot = &mut core.slots[0];
+                slot.policy = policy;
+                slot.panics = 0;
+            }
+            PolicyScope::Pool(name) => {
+                let Some(index) = core.pools.iter().position(|r| r.pool.name() == name) else {
+                    return Err(UnknownPool {
+                        pool: name.to_string(),
+                    });
+                };
+                let current = core
+                    .slots
+                    .iter()
+                    .position(|s| s.governed[index])
+                    .unwrap_or(0);
+                match (current, policy) {
+                    (0, None) => {}
+                    (0, Some(policy)) => {
+                        log::info!("pool {name}: policy replaced: {}", policy.describe());
+                        core.slots[0].governed[index] = false;
+                        let mut governed = vec![false; core.pools.len()];
+                        governed[index] = true;
+                        core.slots.push(PolicySlot {
+                            policy,
+                            governed,
+                            panics: 0,
+                        });
+                    }
+                    (own, policy) => {
+                        core.slots[own].governed[index] = false;
+                        if !core.slots[own].governed.iter().any(|g| *g) {
+                            core.slots.remove(own);
+                        }
+                        match policy {
+                            Some(policy) => {
+                                log::info!("pool {name}: policy replaced: {}", policy.describe());
+                                let mut governed = vec![false; core.pools.len()];
+                                governed[index] = true;
+                                core.slots.push(PolicySlot {
+                                    policy,
+                                    governed,
+                                    panics: 0,
+                                });
+                            }
+                            None => {
+                                log::info!("pool {name}: back under the default policy");
+                                core.slots[0].governed[index] = true;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reports a memory budget in [`Scheduler::status`] and, at every tick, in the
+    /// `poolwarden_budget_free_bytes{budget}` gauge.
+    pub fn register_budget(&self, budget: Arc<dyn BudgetReport>) {
+        lock(&self.core).budgets.push(budget);
+    }
+
+    /// What every registered pool holds now, the budgets and the last memory reading, as a
+    /// plain serializable value (see [`crate::status`]). It reads the pools without touching
+    /// what the tick counts, so it may be called at any time; it waits for a tick in progress.
+    pub fn status(&self) -> Status {
+        let running = self.is_running();
+        let now = self.clock.now();
+        let core = lock(&self.core);
+        let pools = core
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(index, registered)| {
+                let mut status = registered.pool.status(now);
+                if let Some(slot) = core.slots.iter().find(|s| s.governed[index]) {
+                    status.policy = describe_all(&*slot.policy);
+                }
+                status
+            })
+            .collect();
+        Status {
+            at: now,
+            running,
+            tick: self.tick,
+            ticks: core.stats.ticks,
+            last_tick: core.previous,
+            memory: core.stats.last_memory.map(MemoryStatus::from),
+            budgets: core.budgets.iter().map(|b| b.budget_status()).collect(),
+            pools,
+            evictions: core.stats.evictions.clone(),
+            policy_panics: core.stats.policy_panics,
+        }
     }
 
     /// Runs exactly one tick now, on this thread, at the clock's current time.
@@ -242,6 +404,7 @@ impl Scheduler {
         if running.is_some() {
             return Ok(());
         }
+        crate::metrics::describe();
         let stop: StopSignal = Arc::new((Mutex::new(false), Condvar::new()));
         let signal = Arc::clone(&stop);
         let core = Arc::clone(&self.core);
@@ -296,9 +459,12 @@ impl Scheduler {
     /// progress, at most [`SchedulerBuilder::shutdown_wait`] (default 2 s). The thread waits on a
     /// condition variable, never in a sleep, and no tick waits on a worker's shutdown, so `stop`
     /// returns within the tick in progress (if any) plus that bound, whatever the tick interval.
+    /// Every subscriber's channel is closed (also when the thread was not running): receivers
+    /// get the events already queued, then the end.
     pub fn stop(&self) {
         let running = lock(&self.running).take();
         let Some(Running { stop, thread }) = running else {
+            self.events.close_all();
             return;
         };
         *lock(&stop.0) = true;
@@ -322,6 +488,7 @@ impl Scheduler {
                 );
             }
         }
+        self.events.close_all();
         log::info!("{THREAD_NAME}: stopped");
     }
 }
@@ -334,6 +501,7 @@ impl Drop for Scheduler {
 
 impl Core {
     fn tick(&mut self, now: Duration) -> TickReport {
+        let started = crate::metrics::ENABLED.then(Instant::now);
         let memory = self.probe.as_mut().and_then(|probe| {
             sane(
                 catch_unwind(AssertUnwindSafe(|| probe.read())).unwrap_or_else(|_| {
@@ -406,6 +574,8 @@ impl Core {
         }
 
         self.applied.clear();
+        self.evicted.clear();
+        self.evicted.resize(self.buffer.keys.len(), 0);
         let proposals = std::mem::take(&mut self.proposals);
         for proposal in &proposals {
             let Some(key) = self.buffer.keys.get(proposal.key) else {
@@ -433,6 +603,7 @@ impl Core {
                 proposal.reason.clone(),
                 Some(releases),
             ) {
+                self.evicted[proposal.key] += 1;
                 self.record(now, pool_index, eviction, &mut report);
             }
         }
@@ -450,7 +621,30 @@ impl Core {
 
         self.stats.ticks += 1;
         self.stats.last_memory = memory;
+        if crate::metrics::ENABLED {
+            self.accounted.clear();
+            self.accounted
+                .extend(self.pools.iter().map(|r| r.pool.accounted_bytes()));
+            self.metrics
+                .update(&self.buffer, &self.evicted, &self.accounted);
+            for budget in &self.budgets {
+                let status = budget.budget_status();
+                self.metrics.budget(&status.name, status.free_bytes);
+            }
+        }
         if log::log_enabled!(log::Level::Debug) {
+            match memory {
+                Some(m) => log::debug!(
+                    "tick: memory {} used of {} ({} available{})",
+                    poolwarden_policies::ByteSize(m.used()),
+                    poolwarden_policies::ByteSize(m.total),
+                    poolwarden_policies::ByteSize(m.available),
+                    m.process_rss
+                        .map(|rss| format!(", process RSS {}", poolwarden_policies::ByteSize(rss)))
+                        .unwrap_or_default()
+                ),
+                None => log::debug!("tick: memory unknown"),
+            }
             let mut total = 0u64;
             for registered in &self.pools {
                 let bytes = registered.pool.accounted_bytes();
@@ -466,6 +660,9 @@ impl Core {
                 "all pools: {:.1} MiB accounted",
                 total as f64 / (1024.0 * 1024.0)
             );
+        }
+        if let Some(started) = started {
+            self.metrics.tick_took(started.elapsed());
         }
         report
     }
@@ -557,8 +754,11 @@ impl Core {
             reason: eviction.reason,
             workers_left: eviction.workers_left,
             freed_bytes: eviction.freed_bytes,
+            idle_for: eviction.idle_for,
         };
-        self.subscribers.retain(|tx| tx.send(event.clone()).is_ok());
+        if self.events.has_subscribers() {
+            self.events.publish(PoolEvent::Eviction(event.clone()));
+        }
         report.evictions.push(event);
     }
 }
