@@ -438,3 +438,21 @@ memory = "50B"
     assert_eq!(config.budget("gpu0").unwrap().used(), 50);
     assert!(config.never_fits("vision", "clip").is_none());
 }
+
+#[test]
+fn the_scheduler_reports_its_pools_budget_once() {
+    let clock = Arc::new(ManualClock::new());
+    let budget = Budget::builder("gpu0", 100).build();
+    let a = pool_on("a", &budget, &clock, SIZES);
+    let b = pool_on("b", &budget, &clock, SIZES);
+    let scheduler = Scheduler::builder().clock(clock.clone()).build();
+    scheduler.register(&a);
+    scheduler.register(&b);
+    use_at(&a, &clock, "a1", 1);
+    let status = scheduler.status();
+    assert_eq!(status.budgets.len(), 1, "{:?}", status.budgets);
+    let gpu0 = &status.budgets[0];
+    assert_eq!((gpu0.name.as_str(), gpu0.limit_bytes), ("gpu0", 100));
+    assert_eq!((gpu0.used_bytes, gpu0.free_bytes), (30, 70));
+    assert_eq!(gpu0.pools, ["a", "b"]);
+}

@@ -564,3 +564,17 @@ impl Budget {
         Step::Wait
     }
 }
+
+impl crate::status::BudgetReport for Budget {
+    fn budget_status(&self) -> crate::status::BudgetStatus {
+        let stats = self.stats();
+        crate::status::BudgetStatus {
+            name: stats.name,
+            limit_bytes: stats.limit_bytes,
+            used_bytes: stats.accounted_bytes + stats.reserved_bytes,
+            free_bytes: stats.free_bytes,
+            pools: stats.pools,
+            waiting_spawns: stats.waiting_spawns,
+        }
+    }
+}

@@ -68,6 +68,12 @@ pub trait ManagedPool: Send + Sync + 'static {
     /// The evictions admission made since the last call (between ticks), with their times.
     fn take_admission_evictions(&self) -> Vec<(Duration, Eviction)>;
 
+    /// The memory budget the pool's spawns are admitted against, if any (the scheduler reports
+    /// it in its status and metrics).
+    fn budget(&self) -> Option<crate::budget::Budget> {
+        None
+    }
+
     /// The pool's state at `now` for a status view: every key with its workers, requests in
     /// flight and waiting, spawns in progress, and each live worker. Read-only: unlike
     /// [`ManagedPool::snapshot_into`] it counts no arrivals and stamps nothing, so it may be
@@ -286,6 +292,10 @@ impl<W: Worker> ManagedPool for Pool<W> {
 
     fn take_admission_evictions(&self) -> Vec<(Duration, Eviction)> {
         Pool::take_admission_evictions(self)
+    }
+
+    fn budget(&self) -> Option<crate::budget::Budget> {
+        Pool::budget(self).cloned()
     }
 
     fn status(&self, now: Duration) -> PoolStatus {

@@ -67,6 +67,8 @@ struct Core {
     events: EventSink,
     stats: SchedulerStats,
     budgets: Vec<Arc<dyn BudgetReport>>,
+    /// The budgets of registered pools, reported among `budgets`.
+    budget_handles: Vec<crate::budget::Budget>,
     metrics: TickMetrics,
     /// Per key of the snapshot: workers evicted by this tick's proposals (for the gauges).
     evicted: Vec<u32>,
@@ -172,6 +174,7 @@ impl SchedulerBuilder {
             events: events.clone(),
             stats: SchedulerStats::default(),
             budgets: Vec::new(),
+            budget_handles: Vec::new(),
             metrics: TickMetrics::default(),
             evicted: Vec::new(),
             accounted: Vec::new(),
@@ -240,6 +243,13 @@ impl Scheduler {
     ) {
         pool.attach_events(self.events.clone());
         let mut core = lock(&self.core);
+        // A pool's budget is reported once, however many of its pools are registered.
+        if let Some(budget) = pool.budget() {
+            if !core.budget_handles.iter().any(|b| b.same(&budget)) {
+                core.budgets.push(Arc::new(budget.clone()));
+                core.budget_handles.push(budget);
+            }
+        }
         let index = core.pools.len();
         let slot = match policy {
             None => 0,
