@@ -46,6 +46,7 @@ use serde::Deserialize;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
+#[cfg(feature = "sim")]
 pub(crate) use build::min_workers;
 pub use build::{ConfiguredScheduler, ConfiguredSchedulerBuilder};
 pub use error::{BuildError, ConfigError};
