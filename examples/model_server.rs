@@ -42,9 +42,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use poolwarden::config::{Config, ConfiguredScheduler, PolicyRegistry, PolicySpec};
+use poolwarden::config::{BudgetConfig, Config, ConfiguredScheduler, PolicyRegistry, PolicySpec};
 use poolwarden::events::RecvTimeoutError;
-use poolwarden::policies::ByteSize;
+use poolwarden::policies::{ByteSize, VictimOrder};
 use poolwarden::{
     Clock, EvictionEvent, MemoryProbe, MemoryReading, PoolEvent, SysinfoProbe, TscClock,
 };
@@ -65,6 +65,11 @@ struct Args {
     /// memory, so that memory pressure shows on any machine.
     #[arg(long)]
     memory_limit: Option<ByteSize>,
+    /// Put the five pools on one memory budget of this size (e.g. `512MiB`): a model loads
+    /// only once its footprint fits, and admission evicts idle workers of other models (reason
+    /// `admission`) to make room before it loads.
+    #[arg(long)]
+    budget: Option<ByteSize>,
     /// How long each pool's burst of requests lasts.
     #[arg(long, default_value = "6s", value_parser = humantime::parse_duration)]
     burst: Duration,
@@ -76,6 +81,24 @@ struct Args {
     #[arg(long)]
     listen: Option<SocketAddr>,
 }
+
+/// `--budget SIZE`: one `[budgets.model-server]` of `limit` for every pool of `config`.
+fn use_budget(config: &mut Config, limit: ByteSize) {
+    config.budgets.insert(
+        BUDGET.to_string(),
+        BudgetConfig {
+            limit,
+            order: VictimOrder::Lru,
+            probe: None,
+        },
+    );
+    for pool in config.pools.values_mut() {
+        pool.budget = Some(BUDGET.to_string());
+    }
+}
+
+/// The budget's name under `--budget`.
+const BUDGET: &str = "model-server";
 
 /// The probe behind `--memory-limit`: `total` is the limit and `used` is this process's RSS.
 ///
@@ -465,6 +488,10 @@ fn run(args: &Args) -> Result<(), String> {
         None => Box::new(SysinfoProbe::new()),
     };
 
+    if let Some(limit) = args.budget {
+        use_budget(&mut config, limit);
+    }
+
     interrupt::install();
     let threads_before = thread_count();
     let rss_before = process_rss();
@@ -500,6 +527,11 @@ fn run(args: &Args) -> Result<(), String> {
     }
     if let Some(limit) = args.memory_limit {
         println!("memory limit: {limit} (memory-pressure measures this process's RSS against it)");
+    }
+    if let Some(limit) = args.budget {
+        println!(
+            "memory budget: {limit} for the five pools (admission makes room before each load)"
+        );
     }
     println!(
         "running for {} (Ctrl-C stops sooner)\n",
