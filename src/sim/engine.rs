@@ -55,7 +55,9 @@ use poolwarden_policies::{
     EvictionPolicy, MemoryReading, Prewarm, Proposal, Snapshot, VictimOrder, WorkerId,
 };
 
-use super::report::{describe_parameters, SimEvent, SimRun, Summary, TimelinePoint};
+use super::report::{
+    describe_parameters, own_memory_limit, SimEvent, SimRun, Summary, TimelinePoint,
+};
 use super::trace::Trace;
 use crate::budget::Budget;
 use crate::clock::{to_nanos, ManualClock};
@@ -151,20 +153,9 @@ fn limits(spec: &PolicySpec, where_: &str, out: &mut Vec<u64>) -> Result<(), Sim
             limits(member, &format!("{where_}.policies[{i}]"), out)?;
         }
     } else if spec.kind == "memory-pressure" {
-        let limit = spec
-            .params
-            .get("limit")
-            .and_then(|v| match v {
-                toml::Value::String(s) => s
-                    .parse::<poolwarden_policies::ByteSize>()
-                    .ok()
-                    .map(|b| b.bytes()),
-                toml::Value::Integer(i) => u64::try_from(*i).ok(),
-                _ => None,
-            })
-            .ok_or_else(|| SimError::MissingLimit {
-                where_: where_.to_string(),
-            })?;
+        let limit = own_memory_limit(spec).ok_or_else(|| SimError::MissingLimit {
+            where_: where_.to_string(),
+        })?;
         out.push(limit);
     }
     Ok(())

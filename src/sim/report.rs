@@ -203,22 +203,27 @@ pub fn describe_parameters(policy: &dyn EvictionPolicy, spec: &PolicySpec) -> St
 /// The memory-pressure `limit` configured in `spec` (in a chain, the largest of its
 /// members'), in bytes.
 pub fn memory_limit_of(spec: &PolicySpec) -> Option<u64> {
-    let own = (spec.kind == "memory-pressure")
-        .then(|| spec.params.get("limit"))
-        .flatten()
-        .and_then(|v| match v {
-            toml::Value::String(s) => s
-                .parse::<poolwarden_policies::ByteSize>()
-                .ok()
-                .map(|b| b.bytes()),
-            toml::Value::Integer(i) => u64::try_from(*i).ok(),
-            _ => None,
-        });
+    let own = own_memory_limit(spec);
     spec.members
         .iter()
         .filter_map(memory_limit_of)
         .chain(own)
         .max()
+}
+
+/// The `limit` of `spec` itself when it is a memory-pressure policy, in bytes.
+pub(crate) fn own_memory_limit(spec: &PolicySpec) -> Option<u64> {
+    if spec.kind != "memory-pressure" {
+        return None;
+    }
+    match spec.params.get("limit")? {
+        toml::Value::String(s) => s
+            .parse::<poolwarden_policies::ByteSize>()
+            .ok()
+            .map(|b| b.bytes()),
+        toml::Value::Integer(i) => u64::try_from(*i).ok(),
+        _ => None,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
