@@ -12,14 +12,17 @@
 //! * **Gauges** are set by the tick, from the snapshot it takes anyway, less what it evicted:
 //!   workers, requests in flight and waiting, spawns in progress per pool and model, and the
 //!   accounted bytes per pool. A key the pool has forgotten is set to zero once.
-//! * **Histograms**: `poolwarden_acquire_wait_seconds{pool}` gets one value per request. A
-//!   request that found a ready worker is recorded by the tick as a wait of zero, in bulk, from
-//!   the arrivals the tick counts anyway (arrivals less the requests that queued), so the lease
-//!   fast path takes no lock and reads no clock; a request that queued is recorded with its
-//!   wait when it gets its worker (or its error). A request that timed out counts in
-//!   `poolwarden_acquire_timeouts_total` instead; an async acquire dropped while it waited is
-//!   counted as a zero wait. `poolwarden_spawn_seconds` gets each load's time, and
-//!   `poolwarden_tick_seconds` each tick's wall-clock time.
+//! * **Requests**: `poolwarden_requests_total{pool}` counts every request (served at once,
+//!   after a wait, or given up), added by the tick in one step from the arrivals it counts
+//!   anyway, so the lease fast path takes no lock and reads no clock, and the tick's cost does
+//!   not grow with the request rate.
+//! * **Histograms**: `poolwarden_acquire_wait_seconds{pool}` gets the wait of each request
+//!   that queued (it found no ready worker), when it gets its worker or its error; a request
+//!   served at once waited nothing and is not recorded, so the histogram's count is the queued
+//!   requests and `poolwarden_requests_total` less that count the ones served at once. A
+//!   request that timed out counts in `poolwarden_acquire_timeouts_total` instead.
+//!   `poolwarden_spawn_seconds` gets each load's time, and `poolwarden_tick_seconds` each
+//!   tick's wall-clock time.
 //!
 //! Metrics are keyed by pool name: give each pool of a process its own name.
 
@@ -71,7 +74,9 @@ pub const COLD_STARTS: &str = "poolwarden_cold_starts_total";
 pub const ACQUIRE_TIMEOUTS: &str = "poolwarden_acquire_timeouts_total";
 /// Evictions per pool and reason (counter).
 pub const EVICTIONS: &str = "poolwarden_evictions_total";
-/// Time requests waited for a worker, per pool (histogram, seconds).
+/// Requests per pool (counter).
+pub const REQUESTS: &str = "poolwarden_requests_total";
+/// Time queued requests waited for a worker, per pool (histogram, seconds).
 pub const ACQUIRE_WAIT: &str = "poolwarden_acquire_wait_seconds";
 /// Load time per pool and model (histogram, seconds).
 pub const SPAWN_SECONDS: &str = "poolwarden_spawn_seconds";
@@ -147,10 +152,16 @@ pub const METRICS: &[MetricInfo] = &[
         help: "Workers evicted, by reason (idle, memory-pressure, dead, ...): what the policies do.",
     },
     MetricInfo {
+        name: REQUESTS,
+        kind: MetricKind::Counter,
+        labels: &["pool"],
+        help: "Requests for a pool's workers, served at once, after a wait or given up: the request rate (scale-to-zero signal).",
+    },
+    MetricInfo {
         name: ACQUIRE_WAIT,
         kind: MetricKind::Histogram,
         labels: &["pool"],
-        help: "Seconds each request waited for a worker (0 when one was ready): latency added by the pool (scale-up signal).",
+        help: "Seconds each request that found no ready worker waited for one: latency added by the pool (scale-up signal).",
     },
     MetricInfo {
         name: SPAWN_SECONDS,
@@ -197,7 +208,7 @@ mod on {
 
     use std::collections::HashMap;
     use std::hash::BuildHasherDefault;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
     use std::time::Duration;
 
     use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
@@ -205,29 +216,6 @@ mod on {
 
     use super::*;
     use crate::snapshot_buffer::SnapshotBuffer;
-
-    /// Requests that queued, per pool name, since the tick last took the count: the tick
-    /// subtracts them from the arrivals it counts to find the requests served at once.
-    static QUEUED: Mutex<Option<HashMap<Box<str>, u64>>> = Mutex::new(None);
-
-    pub(super) fn note_queued(pool: &str) {
-        let mut queued = QUEUED.lock().unwrap_or_else(|e| e.into_inner());
-        let map = queued.get_or_insert_with(HashMap::new);
-        match map.get_mut(pool) {
-            Some(n) => *n += 1,
-            None => {
-                map.insert(Box::from(pool), 1);
-            }
-        }
-    }
-
-    fn take_queued(pool: &str) -> u64 {
-        let mut queued = QUEUED.lock().unwrap_or_else(|e| e.into_inner());
-        queued
-            .as_mut()
-            .and_then(|map| map.get_mut(pool))
-            .map_or(0, std::mem::take)
-    }
 
     /// One key's gauges, registered once, with the values last set (a gauge is written only
     /// when its value changes, so that a tick over many quiet keys touches no handle).
@@ -270,9 +258,7 @@ mod on {
     struct PoolHandles {
         name: Arc<str>,
         accounted: Gauge,
-        waits: Histogram,
-        /// Requests that queued and were seen before the tick counted their arrival.
-        ahead: u64,
+        requests: Counter,
     }
 
     /// Hashes the (pool index, key id) pairs of the gauge map: two integers, mixed by a
@@ -330,8 +316,7 @@ mod on {
                         let handles = PoolHandles {
                             name: Arc::clone(&view.name),
                             accounted: gauge!(ACCOUNTED_BYTES, "pool" => pool.clone()),
-                            waits: histogram!(ACQUIRE_WAIT, "pool" => pool),
-                            ahead: 0,
+                            requests: counter!(REQUESTS, "pool" => pool),
                         };
                         if index < self.pools.len() {
                             self.pools[index] = handles;
@@ -382,15 +367,7 @@ mod on {
                 handles
                     .accounted
                     .set(accounted.get(index).copied().unwrap_or(0) as f64);
-                let queued = take_queued(&handles.name) + handles.ahead;
-                let arrivals = self.arrivals[index];
-                let at_once = arrivals.saturating_sub(queued);
-                handles.ahead = queued.saturating_sub(arrivals);
-                if at_once > 0 {
-                    handles
-                        .waits
-                        .record_many(0.0, usize::try_from(at_once).unwrap_or(usize::MAX));
-                }
+                handles.requests.increment(self.arrivals[index]);
             }
         }
 
@@ -473,10 +450,7 @@ pub(crate) fn cold_starts(pool: &str, model: &str, n: u64) {
 /// A request of `model` gave up after `acquire_timeout`.
 pub(crate) fn acquire_timeout(pool: &str, model: &str) {
     #[cfg(feature = "metrics")]
-    {
-        on::counter_of(ACQUIRE_TIMEOUTS, pool, model).increment(1);
-        on::note_queued(pool);
-    }
+    on::counter_of(ACQUIRE_TIMEOUTS, pool, model).increment(1);
     #[cfg(not(feature = "metrics"))]
     let _ = (pool, model);
 }
@@ -487,7 +461,6 @@ pub(crate) fn acquire_waited(pool: &str, waited: Duration) {
     {
         ::metrics::histogram!(ACQUIRE_WAIT, "pool" => pool.to_string())
             .record(waited.as_secs_f64());
-        on::note_queued(pool);
     }
     #[cfg(not(feature = "metrics"))]
     let _ = (pool, waited);

@@ -1,9 +1,11 @@
 //! Where workers are shut down: off the tick and off the request path.
 //!
 //! `Worker::shutdown` can take seconds (freeing a GPU, joining a thread). The pool hands each
-//! shutdown to its reaper, which runs it on a background thread named `{pool}-reaper`; a
-//! shutdown that is still running when another arrives gets a thread of its own, so one slow
-//! shutdown never delays the next. Threads exit after a second with nothing to do. A pool built
+//! shutdown to its reaper, which runs it on a background thread named `{pool}-reaper`; while
+//! every reaper thread is busy, a new shutdown gets a thread of its own, up to
+//! [`MAX_THREADS`], so one slow shutdown never delays the next (a burst of many quick ones, a
+//! pool dropped with thousands of workers, queues for those threads rather than starting one
+//! each). Threads exit after a second with nothing to do. A pool built
 //! with [`crate::PoolBuilder::inline_shutdown`] runs shutdowns on the evicting thread instead
 //! (for workers whose shutdown is instant, like the simulator's).
 
@@ -18,9 +20,14 @@ pub(crate) type Job = Box<dyn FnOnce() + Send + 'static>;
 /// How long an idle reaper thread waits for work before it exits.
 const IDLE_EXIT: Duration = Duration::from_secs(1);
 
+/// Most reaper threads of one pool at once.
+pub(crate) const MAX_THREADS: usize = 8;
+
 #[derive(Default)]
 struct State {
     jobs: VecDeque<Job>,
+    /// Threads alive.
+    threads: usize,
     /// Threads waiting for a job.
     idle: usize,
     /// Jobs running now.
@@ -29,8 +36,10 @@ struct State {
 
 struct Shared {
     state: Mutex<State>,
-    /// Signals new jobs (to idle threads) and finished jobs (to `wait_idle`).
-    changed: Condvar,
+    /// Signals a new job to an idle thread.
+    work: Condvar,
+    /// Signals a finished job to `wait_idle`.
+    done: Condvar,
 }
 
 /// Runs shutdowns in the background (or inline).
@@ -58,7 +67,8 @@ impl Reaper {
             inline,
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
-                changed: Condvar::new(),
+                work: Condvar::new(),
+                done: Condvar::new(),
             }),
         }
     }
@@ -71,11 +81,13 @@ impl Reaper {
         }
         let mut state = lock(&self.shared.state);
         state.jobs.push_back(job);
-        if state.idle >= state.jobs.len() {
+        if state.idle >= state.jobs.len() || state.threads >= MAX_THREADS {
+            // An idle thread takes it, or the busy ones will.
             drop(state);
-            self.shared.changed.notify_all();
+            self.shared.work.notify_one();
             return;
         }
+        state.threads += 1;
         drop(state);
         let shared = Arc::clone(&self.shared);
         let name = self.name.clone();
@@ -87,7 +99,14 @@ impl Reaper {
                 "{}: cannot start a thread ({e}); shutting down inline",
                 self.name
             );
-            let job = lock(&self.shared.state).jobs.pop_back();
+            let mut state = lock(&self.shared.state);
+            state.threads -= 1;
+            let job = if state.threads == 0 {
+                state.jobs.pop_back()
+            } else {
+                None
+            };
+            drop(state);
             if let Some(job) = job {
                 run(job, &self.name);
             }
@@ -112,7 +131,7 @@ impl Reaper {
             };
             state = self
                 .shared
-                .changed
+                .done
                 .wait_timeout(state, wait)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
@@ -137,17 +156,18 @@ fn work(shared: &Shared, name: &str) {
             run(job, name);
             state = lock(&shared.state);
             state.running -= 1;
-            shared.changed.notify_all();
+            shared.done.notify_all();
             continue;
         }
         state.idle += 1;
         let (next, timeout) = shared
-            .changed
+            .work
             .wait_timeout(state, IDLE_EXIT)
             .unwrap_or_else(|e| e.into_inner());
         state = next;
         state.idle -= 1;
         if timeout.timed_out() && state.jobs.is_empty() {
+            state.threads -= 1;
             return;
         }
     }
@@ -178,6 +198,28 @@ mod tests {
         assert!(!reaper.wait_idle(Some(Duration::from_millis(1))));
         assert!(reaper.wait_idle(Some(Duration::from_secs(30))));
         assert_eq!(reaper.pending(), 0);
+    }
+
+    #[test]
+    fn a_burst_of_shutdowns_uses_a_bounded_number_of_threads() {
+        let reaper = Reaper::new("burst-reaper".into(), false);
+        let done = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let alive = Arc::new(AtomicUsize::new(0));
+        for _ in 0..2_000 {
+            let (d, m, a) = (done.clone(), most.clone(), alive.clone());
+            reaper.submit(Box::new(move || {
+                let now = a.fetch_add(1, Ordering::SeqCst) + 1;
+                m.fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_micros(50));
+                a.fetch_sub(1, Ordering::SeqCst);
+                d.fetch_add(1, Ordering::SeqCst);
+            }));
+        }
+        assert!(reaper.wait_idle(Some(Duration::from_secs(60))));
+        assert_eq!(done.load(Ordering::SeqCst), 2_000);
+        assert!(most.load(Ordering::SeqCst) <= MAX_THREADS);
+        assert!(lock(&reaper.shared.state).threads <= MAX_THREADS);
     }
 
     #[test]
