@@ -300,8 +300,8 @@ mod on {
 
     impl TickMetrics {
         /// Sets the gauges from this tick's snapshot `buffer`, less `evicted[k]` workers of key
-        /// `k`; `accounted[p]` is pool `p`'s accounted bytes after the tick. Records the
-        /// requests served at once as zero waits.
+        /// `k`; `accounted[p]` is pool `p`'s accounted bytes after the tick. Adds the requests
+        /// that arrived since the last tick to each pool's `poolwarden_requests_total`.
         pub(crate) fn update(
             &mut self,
             buffer: &SnapshotBuffer,
