@@ -459,3 +459,80 @@ fn with_a_spawner_every_async_load_runs_there() {
     );
     drop(lease);
 }
+
+#[test]
+fn smol_tasks_share_a_key_with_an_async_loader_on_smols_timer() {
+    // A loader that awaits smol's own timer: the load runs as a future off the caller's task.
+    let loads = Arc::new(AtomicUsize::new(0));
+    let counted = loads.clone();
+    let pool = Pool::builder_async("p", move |_key: &str| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async {
+            smol::Timer::after(Duration::from_millis(50)).await;
+            Ok::<_, SpawnError>(Model { bytes: 3 })
+        }
+    })
+    .max_workers_per_model(2)
+    .acquire_timeout(Duration::from_secs(30))
+    .build();
+    let executor = Arc::new(smol::Executor::new());
+    let served = Arc::new(AtomicUsize::new(0));
+    let (stop, shutdown) = smol::channel::unbounded::<()>();
+    // Two threads run the executor, as a multi-threaded smol service would.
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let executor = executor.clone();
+            let shutdown = shutdown.clone();
+            std::thread::spawn(move || smol::block_on(executor.run(shutdown.recv())))
+        })
+        .collect();
+    let tasks: Vec<_> = (0..16)
+        .map(|task| {
+            let pool = pool.clone();
+            let served = served.clone();
+            executor.spawn(async move {
+                for _ in 0..10 {
+                    let key = if task % 2 == 0 { "a" } else { "b" };
+                    let lease = pool.acquire_async(key).await.unwrap();
+                    // Hold the lease across an await on smol's timer.
+                    smol::Timer::after(Duration::from_millis(1)).await;
+                    drop(lease);
+                    served.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    smol::block_on(async {
+        for task in tasks {
+            task.await;
+        }
+    });
+    drop(stop);
+    for thread in threads {
+        // Each executor thread ran until the channel closed.
+        assert!(thread.join().unwrap().is_err());
+    }
+    assert_eq!(served.load(Ordering::SeqCst), 160);
+    // Never more loads than the two keys' limits allow.
+    let loads = loads.load(Ordering::SeqCst);
+    assert!((2..=4).contains(&loads), "{loads} loads");
+    assert_eq!(pool.stats().spawns as usize, loads);
+    assert_settled(&pool, &["a", "b"]);
+
+    // The pool's acquire_timeout holds under smol too, and a timed-out waiter leaves no trace.
+    let short = Pool::builder("q", |_key: &str| Ok::<_, SpawnError>(Model { bytes: 1 }))
+        .max_workers_per_model(1)
+        .acquire_timeout(Duration::from_millis(100))
+        .build();
+    let held = short.acquire("m").unwrap();
+    let start = Instant::now();
+    let result = smol::block_on(short.acquire_async("m"));
+    assert!(
+        matches!(result, Err(AcquireError::Timeout { .. })),
+        "{result:?}"
+    );
+    assert!(start.elapsed() >= Duration::from_millis(100));
+    assert_eq!(short.waiting("m"), 0);
+    drop(held);
+    assert_settled(&short, &["m"]);
+}
