@@ -7,20 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use common::{secs, Model};
+use common::{eventually, secs, Model};
 use poolwarden::policies::{KeepAlive, KeepAliveConfig, ModelOverrides, VictimOrder};
 use poolwarden::{AcquireError, Budget, ManualClock, Pool, Scheduler, SpawnError, Worker};
-
-fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    condition()
-}
 
 /// A pool on `budget` whose model `k` weighs `sizes(k)` bytes (footprint known up front).
 fn pool_on(

@@ -11,20 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use common::Model;
+use common::{eventually, Model};
 use poolwarden::{AcquireError, Pool, SpawnError, Worker};
-
-/// Polls `condition` until it holds or `limit` passes.
-fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    condition()
-}
 
 /// The pool's accounting matches its live workers, and nothing is in flight or waiting.
 fn assert_settled(pool: &Pool<Model>, keys: &[&str]) {

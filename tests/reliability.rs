@@ -8,20 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{secs, Model};
+use common::{eventually, secs, Model};
 use poolwarden::policies::{GradualLru, GradualLruConfig, KeepAlive, KeepAliveConfig};
 use poolwarden::{AcquireError, ManualClock, Pool, Scheduler, SpawnError, Worker};
-
-fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    condition()
-}
 
 fn keep_alive(ttl: Duration) -> Box<KeepAlive> {
     Box::new(

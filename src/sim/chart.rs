@@ -89,16 +89,6 @@ pub fn simulation_svg(
 
     let mut svg = Svg::new(WIDTH);
     let title = format!("poolwarden simulate: trace {trace}, config {config}");
-    svg.text(
-        Some("title"),
-        LEFT,
-        26.0,
-        17.0,
-        Anchor::Start,
-        Some("bold"),
-        None,
-        &super::svg::fit(&title, 17.0, WIDTH - LEFT - RIGHT),
-    );
     let mut subtitle = format!(
         "window 0:00:00 to {} ({}); one line per policy",
         clock_time(window),
@@ -110,16 +100,7 @@ pub fn simulation_svg(
             duration_text(interval)
         ));
     }
-    svg.text(
-        Some("subtitle"),
-        LEFT,
-        46.0,
-        12.0,
-        Anchor::Start,
-        None,
-        None,
-        &super::svg::fit(&subtitle, 12.0, WIDTH - LEFT - RIGHT),
-    );
+    svg.heading(LEFT, WIDTH - LEFT - RIGHT, &title, &subtitle);
     let entries: Vec<(String, (&str, &str, f64))> = runs
         .iter()
         .enumerate()

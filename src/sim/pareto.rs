@@ -66,16 +66,6 @@ pub fn pareto_svg(title: &str, points: &[ParetoPoint]) -> String {
         .collect();
     let front = pareto_front(points);
     let mut svg = Svg::new(WIDTH);
-    svg.text(
-        Some("title"),
-        LEFT,
-        26.0,
-        17.0,
-        Anchor::Start,
-        Some("bold"),
-        None,
-        &fit(title, 17.0, WIDTH - LEFT - RIGHT),
-    );
     let mut subtitle = String::from(
         "lower left is better; in bold and joined by the dashed line: the policies no other beats on both axes",
     );
@@ -83,16 +73,7 @@ pub fn pareto_svg(title: &str, points: &[ParetoPoint]) -> String {
     if left_out > 0 {
         subtitle.push_str(&format!("; {left_out} point(s) without a value left out"));
     }
-    svg.text(
-        Some("subtitle"),
-        LEFT,
-        46.0,
-        12.0,
-        Anchor::Start,
-        None,
-        None,
-        &fit(&subtitle, 12.0, WIDTH - LEFT - RIGHT),
-    );
+    svg.heading(LEFT, WIDTH - LEFT - RIGHT, title, &subtitle);
 
     // The legend: one numbered entry per point, in columns, outside the plot.
     const SIZE: f64 = 12.0;

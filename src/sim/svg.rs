@@ -164,6 +164,30 @@ impl Svg {
         self.body.push_str("</g>\n");
     }
 
+    /// A chart's bold title and its subtitle below it, from `x`, each cut to `width` px.
+    pub fn heading(&mut self, x: f64, width: f64, title: &str, subtitle: &str) {
+        self.text(
+            Some("title"),
+            x,
+            26.0,
+            17.0,
+            Anchor::Start,
+            Some("bold"),
+            None,
+            &fit(title, 17.0, width),
+        );
+        self.text(
+            Some("subtitle"),
+            x,
+            46.0,
+            12.0,
+            Anchor::Start,
+            None,
+            None,
+            &fit(subtitle, 12.0, width),
+        );
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn text(
         &mut self,

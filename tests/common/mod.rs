@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use poolwarden::{ManualClock, Pool, Scheduler, SpawnError, Worker};
 
@@ -28,6 +28,18 @@ pub fn model_pool(
         .clock(clock.clone())
         .max_workers_per_model(max_workers)
         .build()
+}
+
+/// Polls `condition` every millisecond until it holds or `limit` passes; whether it held.
+pub fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    condition()
 }
 
 /// Seconds.
