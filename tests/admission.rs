@@ -445,3 +445,26 @@ fn the_scheduler_reports_its_pools_budget_once() {
     assert_eq!((gpu0.used_bytes, gpu0.free_bytes), (30, 70));
     assert_eq!(gpu0.pools, ["a", "b"]);
 }
+
+#[test]
+fn a_dropped_pool_leaves_its_budget_with_its_bytes() {
+    let clock = Arc::new(ManualClock::new());
+    let budget = Budget::builder("gpu0", 100).build();
+    let a = pool_on("a", &budget, &clock, &[("x", 60)]);
+    let b = pool_on("b", &budget, &clock, &[("y", 70)]);
+    drop(a.acquire("x").unwrap());
+    assert_eq!(budget.stats().pools, ["a", "b"]);
+    assert_eq!(budget.stats().accounted_bytes, 60);
+    drop(a);
+    // The dropped pool's worker is shut down off the caller, and its bytes go back.
+    assert!(eventually(Duration::from_secs(30), || budget
+        .stats()
+        .accounted_bytes
+        == 0));
+    let stats = budget.stats();
+    assert_eq!(stats.pools, ["b"], "{stats:?}");
+    // All of the limit is there for the pool that is left.
+    drop(b.acquire("y").unwrap());
+    assert_eq!(budget.stats().accounted_bytes, 70);
+    assert_eq!(budget.stats().admission_evictions, 0);
+}

@@ -42,8 +42,8 @@ pub(crate) use plan::{victims, Candidate};
 
 /// What the budget needs from a pool that opted into it (implemented by the pool).
 pub(crate) trait BudgetMember: Send + Sync {
-    /// The pool's name.
-    fn pool_name(&self) -> String;
+    /// The pool's name; `None` once the pool is gone.
+    fn pool_name(&self) -> Option<String>;
 
     /// Appends the pool's idle, unpinned workers, except those of `except` (the key being
     /// spawned, when it is this pool's), as candidates of member number `member`.
@@ -201,7 +201,7 @@ pub struct BudgetStats {
     pub admission_evictions: u64,
     /// Spawns refused at once (bigger than the limit).
     pub rejected_spawns: u64,
-    /// Its pools, in registration order.
+    /// Its pools that are still alive (a dropped pool leaves the list), in registration order.
     pub pools: Vec<String>,
     /// The probe's latest reading, if it has a probe and the reading made sense.
     pub last_reading: Option<ProbeReading>,
@@ -289,7 +289,7 @@ impl Budget {
         let pools = lock(&inner.state)
             .members
             .iter()
-            .map(|m| m.pool_name())
+            .filter_map(|m| m.pool_name())
             .collect();
         let reserved = self.reserved();
         let used = self.used();

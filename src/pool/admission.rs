@@ -14,10 +14,8 @@ use crate::budget::{BudgetMember, Candidate};
 pub(crate) struct MemberHandle<W: Worker>(pub(crate) Weak<PoolInner<W>>);
 
 impl<W: Worker> BudgetMember for MemberHandle<W> {
-    fn pool_name(&self) -> String {
-        self.0
-            .upgrade()
-            .map_or_else(String::new, |pool| pool.name.to_string())
+    fn pool_name(&self) -> Option<String> {
+        self.0.upgrade().map(|pool| pool.name.to_string())
     }
 
     fn candidates(&self, member: usize, except: Option<&str>, out: &mut Vec<Candidate>) {
