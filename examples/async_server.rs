@@ -207,7 +207,7 @@ async fn serve() -> Result<(), String> {
     let detached_loads = Arc::new(AtomicU64::new(0));
     let counted = Arc::clone(&detached_loads);
     let pool = Pool::builder_async("models", load)
-        // A load whose request went away finishes as a task of this runtime.
+        // Every load runs as a task of this runtime, so a load whose request went away goes on.
         .spawner(move |load| {
             counted.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(load);
@@ -219,7 +219,7 @@ async fn serve() -> Result<(), String> {
     let beat = heartbeat(Arc::clone(&stop));
     let log = Arc::new(Mutex::new(Log::default()));
 
-    // 1. The burst: 48 requests, one every 2 ms, round robin over three cold models.
+    // 1. The burst: 48 requests, one every ARRIVAL_GAP, round robin over three cold models.
     println!(
         "burst: {} requests over {} cold models, {} ms apart; at most {} workers per model, \
          {} ms of inference",
@@ -395,7 +395,7 @@ async fn serve() -> Result<(), String> {
         log.failed.len(),
     );
     println!(
-        "  loads:       {} ({} cold starts, {} failed, {} finished on the spawner)",
+        "  loads:       {} ({} cold starts, {} failed, {} run on the spawner)",
         stats.spawns,
         stats.cold_starts,
         stats.spawn_failures,
