@@ -1,29 +1,4 @@
-//! `hybrid-histogram`: the hybrid histogram policy of Shahrad et al., "Serverless in the Wild:
-//! Characterizing and Optimizing the Serverless Workload at a Large Cloud Provider" (USENIX
-//! ATC 2020), on poolwarden's snapshots.
-//!
-//! Per key it learns the distribution of *idle times*: from the moment the key's last request
-//! finished (nothing left in flight) to the next request. From a range-limited histogram of
-//! them (1-minute bins up to 4 hours by default) it takes a head (5th percentile) and a tail
-//! (99th percentile):
-//!
-//! - If the head is above zero, the key's workers are unloaded as soon as it goes idle, and a
-//!   pre-warm brings them back a margin before the head; they are then kept until a margin
-//!   after the tail.
-//! - If the head is zero, nothing is unloaded early; the workers are kept until a margin after
-//!   the tail.
-//! - While the histogram is not representative (fewer idle times in range than `min_samples`,
-//!   or bin counts too even: their coefficient of variation below `cv_threshold`), it falls
-//!   back to a fixed keep-alive.
-//! - Idle times beyond the range are forecast instead, as the paper does with ARIMA: here by
-//!   an exponentially weighted mean of those idle times (the newest weighs half). When most of
-//!   a key's idle times are beyond the range, its workers are unloaded as soon as it goes idle
-//!   and pre-warmed for the forecast, `forecast_margin` either side of it. When some are, the
-//!   fallback keep-alive is followed by such a pre-warm.
-//!
-//! The state per key is one histogram of `range / bin_width` counters (allocated at the first
-//! idle time) and a few fields; the work per tick is one look at each key, plus one pass over a
-//! key's bins when it learns a new idle time, so it does not grow with the history.
+//! `hybrid-histogram`: the hybrid histogram policy of Shahrad et al. (see [`HybridHistogram`]).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -321,8 +296,34 @@ impl Hasher for IdHasher {
 
 type IdMap<V> = HashMap<(usize, KeyId), V, BuildHasherDefault<IdHasher>>;
 
-/// The hybrid histogram policy (see the [module docs](self)). Per-model overrides of `ttl`
-/// (the fallback keep-alive) and `min_workers` apply.
+/// `hybrid-histogram`: the hybrid histogram policy of Shahrad et al., "Serverless in the Wild:
+/// Characterizing and Optimizing the Serverless Workload at a Large Cloud Provider" (USENIX
+/// ATC 2020), on poolwarden's snapshots.
+///
+/// Per key it learns the distribution of *idle times*: from the moment the key's last request
+/// finished (nothing left in flight) to the next request. From a range-limited histogram of
+/// them (1-minute bins up to 4 hours by default) it takes a head (5th percentile) and a tail
+/// (99th percentile):
+///
+/// - If the head is above zero, the key's workers are unloaded as soon as it goes idle, and a
+///   pre-warm brings them back a margin before the head; they are then kept until a margin
+///   after the tail.
+/// - If the head is zero, nothing is unloaded early; the workers are kept until a margin after
+///   the tail.
+/// - While the histogram is not representative (fewer idle times in range than `min_samples`,
+///   or bin counts too even: their coefficient of variation below `cv_threshold`), it falls
+///   back to a fixed keep-alive.
+/// - Idle times beyond the range are forecast instead, as the paper does with ARIMA: here by
+///   an exponentially weighted mean of those idle times (the newest weighs half). When most of
+///   a key's idle times are beyond the range, its workers are unloaded as soon as it goes idle
+///   and pre-warmed for the forecast, `forecast_margin` either side of it. When some are, the
+///   fallback keep-alive is followed by such a pre-warm.
+///
+/// The state per key is one histogram of `range / bin_width` counters (allocated at the first
+/// idle time) and a few fields; the work per tick is one look at each key, plus one pass over a
+/// key's bins when it learns a new idle time, so it does not grow with the history.
+///
+/// Per-model overrides of `ttl` (the fallback keep-alive) and `min_workers` apply.
 #[derive(Debug)]
 pub struct HybridHistogram {
     config: HybridHistogramConfig,
@@ -338,7 +339,7 @@ pub struct HybridHistogram {
 
 impl HybridHistogram {
     /// A policy with these parameters; requires `0 < bin_width <= range`, at most
-    /// [`MAX_BINS`] bins, `0 <= head_percentile <= tail_percentile <= 100`, `margin` and
+    /// 100,000 bins, `0 <= head_percentile <= tail_percentile <= 100`, `margin` and
     /// `forecast_margin` in [0, 1), `min_samples >= 1` and a finite `cv_threshold >= 0`.
     pub fn new(config: HybridHistogramConfig) -> Result<Self, InvalidParameter> {
         if config.bin_width.is_zero() {
