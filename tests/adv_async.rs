@@ -349,7 +349,9 @@ fn a_first_load_that_fails_or_panics_counts_the_same_on_every_path() {
             } else {
                 pool.acquire("m")
             };
-            let error = first.err().expect("the first load fails");
+            let Err(error) = first else {
+                panic!("{failure:?}: the first load fails")
+            };
             assert!(is_spawn_error(failure, &error), "{failure:?}: {error:?}");
             assert_settled(&pool, &["m"]);
             assert_eq!(pool.accounted_bytes(), 0);
