@@ -19,7 +19,8 @@ pub trait Clock: Send + Sync + 'static {
     /// read after it looked. `last_used` is then late by at most one tick, never early, so
     /// idleness is never overestimated and no worker is evicted before its time. The real
     /// clocks ([`TscClock`], [`SystemClock`]) return `false`: reading them costs as much as the
-    /// rest of a lease.
+    /// rest of a lease. A pool on a memory budget stamps every release whatever its clock says:
+    /// admission ranks idle workers by `last_used` between ticks.
     fn stamps_every_release(&self) -> bool {
         true
     }

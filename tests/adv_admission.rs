@@ -315,26 +315,28 @@ fn a_spawn_bigger_than_the_limit_fails_at_once_even_behind_waiting_spawns() {
 /// Under the default clock (no scheduler, so no tick), the least recently used idle worker is
 /// the victim: `a` loaded first but used again after `b` loaded, so `b` is the LRU one.
 #[test]
-#[ignore = "BUG: under the real clocks (default TscClock, SystemClock) last_used is stamped only by a scheduler tick, so admission's LRU picks by load time when no tick ran in between"]
 fn lru_under_the_default_clock_without_a_tick_evicts_the_least_recently_used() {
-    let budget = Budget::builder("gpu0", 100).build();
-    let pool = Pool::builder("p", |_key: &str| Ok::<_, SpawnError>(Model { bytes: 40 }))
-        .budget(&budget)
-        .memory(40)
-        .build();
-    use_now(&pool, "a");
-    std::thread::sleep(Duration::from_millis(20));
-    use_now(&pool, "b");
-    std::thread::sleep(Duration::from_millis(20));
-    use_now(&pool, "a"); // a is now the most recently used
-    std::thread::sleep(Duration::from_millis(20));
-    use_now(&pool, "c"); // free 20, needs 40: one victim, the LRU one: b
-    let out: Vec<_> = pool
-        .take_admission_evictions()
-        .into_iter()
-        .map(|(_, e)| e.key.to_string())
-        .collect();
-    assert_eq!(out, ["b"], "a was used after b");
+    // Both ways round, so that neither the keys' order in the map nor worker ids decide.
+    for (first, second) in [("a", "b"), ("b", "a")] {
+        let budget = Budget::builder("gpu0", 100).build();
+        let pool = Pool::builder("p", |_key: &str| Ok::<_, SpawnError>(Model { bytes: 40 }))
+            .budget(&budget)
+            .memory(40)
+            .build();
+        use_now(&pool, first);
+        std::thread::sleep(Duration::from_millis(20));
+        use_now(&pool, second);
+        std::thread::sleep(Duration::from_millis(20));
+        use_now(&pool, first); // now the most recently used
+        std::thread::sleep(Duration::from_millis(20));
+        use_now(&pool, "c"); // free 20, needs 40: one victim, the LRU one: `second`
+        let out: Vec<_> = pool
+            .take_admission_evictions()
+            .into_iter()
+            .map(|(_, e)| e.key.to_string())
+            .collect();
+        assert_eq!(out, [second], "{first} was used after {second}");
+    }
 }
 
 /// The same with a scheduler that ticks between the uses: then the tick's stamps make it right
@@ -515,13 +517,10 @@ fn tasks_threads_cancellations_and_failing_loads_never_overcommit_or_leak_a_rese
 
 /// The simulator's "ties by pool": three pools declared zz, mm, aa in the file, each with one
 /// worker of `k` last used at the same instant; at 5 a spawn in aa needs one victim. The
-/// library, with pools built in file order, takes zz's (registration order, see
-/// `lru_ties_across_three_pools_go_by_registration_order_and_so_does_largest_with_equal_sizes`);
-/// the simulator builds its pools from a sorted map, so "registration order" there is
-/// alphabetical and it takes aa's.
+/// simulator registers a config's pools in name order (as the README says), whatever the
+/// file's order, so the tie goes to aa's worker.
 #[test]
-#[ignore = "DOUBTFUL: the simulator breaks LRU ties by pool name (config pools are a BTreeMap), the library by registration order"]
-fn the_simulator_breaks_lru_ties_across_pools_in_the_files_order() {
+fn the_simulator_breaks_lru_ties_across_pools_in_name_order() {
     use poolwarden::config::{Config, PolicyRegistry};
     use poolwarden::sim::{simulate, SimOptions, Trace};
     let mut toml = String::from(
@@ -560,5 +559,5 @@ fn the_simulator_breaks_lru_ties_across_pools_in_the_files_order() {
             )
         })
         .collect();
-    assert_eq!(evicted, [(5.0, "zz", "k", "admission")]);
+    assert_eq!(evicted, [(5.0, "aa", "k", "admission")]);
 }

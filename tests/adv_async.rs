@@ -648,7 +648,6 @@ fn a_zero_acquire_timeout_fails_at_once_and_the_load_it_started_becomes_idle() {
 /// timeout and gave up after it must not report a timeout set later for new requests
 /// (`set_acquire_timeout` applies "for requests that start from now on").
 #[test]
-#[ignore = "BUG: acquire_async's Timeout error reports the pool's current acquire_timeout, not the one it waited"]
 fn the_timeout_error_of_acquire_async_reports_the_time_it_waited() {
     let pool = Pool::builder("p", |_key: &str| Ok::<_, SpawnError>(Model { bytes: 1 }))
         .max_workers_per_model(1)
@@ -701,7 +700,6 @@ fn the_timeout_error_of_acquire_reports_the_time_it_waited() {
 /// progress (max_in_flight_per_worker = 2, so no second load is started for it) and is served by
 /// that new worker waited for a spawn. The library does not count it.
 #[test]
-#[ignore = "DOUBTFUL: a request that queues during a load and is served by the new worker is not a cold start in PoolStats (the simulator counts it)"]
 fn a_request_that_arrives_during_a_load_and_is_served_by_it_is_a_cold_start() {
     let gate = Arc::new(Gate::default());
     let g = gate.clone();

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::error::AcquireError;
 use super::inner::Enqueued;
@@ -19,6 +19,8 @@ enum State<W: Worker> {
     Waiting {
         waiter: Arc<Waiter<W>>,
         queued_at: Instant,
+        /// The pool's `acquire_timeout` when the request queued (a later change leaves it be).
+        timeout: Duration,
         deadline: Option<Instant>,
         timer: Option<u64>,
         /// An async load this request started and drives while it waits.
@@ -83,7 +85,8 @@ impl<W: Worker> Future for Acquire<'_, W> {
                         return Poll::Ready(Ok(lease));
                     }
                     let queued_at = Instant::now();
-                    let deadline = queued_at.checked_add(inner.acquire_timeout());
+                    let timeout = inner.acquire_timeout();
+                    let deadline = queued_at.checked_add(timeout);
                     match inner.enqueue(this.key, Wake::Task(cx.waker().clone())) {
                         Err(error) => {
                             this.state = State::Done;
@@ -99,6 +102,7 @@ impl<W: Worker> Future for Acquire<'_, W> {
                             this.state = State::Waiting {
                                 waiter,
                                 queued_at,
+                                timeout,
                                 deadline,
                                 timer,
                                 load,
@@ -109,6 +113,7 @@ impl<W: Worker> Future for Acquire<'_, W> {
                 State::Waiting {
                     waiter,
                     queued_at,
+                    timeout,
                     deadline,
                     timer,
                     load,
@@ -125,15 +130,12 @@ impl<W: Worker> Future for Acquire<'_, W> {
                     }
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         let waiter = Arc::clone(waiter);
+                        let timeout = *timeout;
                         let gave_up = inner.give_up(this.key, &waiter, true);
                         this.wind_up();
                         return Poll::Ready(match gave_up.outcome {
                             Some(outcome) => settle(outcome),
-                            None => Err(inner.timeout_error(
-                                this.key,
-                                inner.acquire_timeout(),
-                                gave_up.for_memory,
-                            )),
+                            None => Err(inner.timeout_error(this.key, timeout, gave_up.for_memory)),
                         });
                     }
                     waiter.update_waker(cx.waker());

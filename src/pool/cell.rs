@@ -136,9 +136,10 @@ pub(crate) struct WorkerCell<W: Worker> {
     /// (`NO_TIME` if none did).
     first_lease_nanos: AtomicU64,
     pub(crate) id: WorkerId,
-    /// The spawn ticket it came from: a waiter that queued before it was spawned is served
-    /// cold by it.
-    pub(crate) spawn_seq: u64,
+    /// The pool's spawn counter when it became ready: a waiter that queued before that (its
+    /// [`super::waiter::Waiter::seq`] is not above this) waited for its load, and is served cold
+    /// by it.
+    pub(crate) ready_seq: u64,
     pub(crate) memory_bytes: u64,
     pub(crate) spawned_at: Duration,
     pub(crate) shared: Arc<PoolShared>,
@@ -162,7 +163,7 @@ impl<W: Worker> WorkerCell<W> {
         shared: Arc<PoolShared>,
         owner: Weak<PoolInner<W>>,
         in_flight: u32,
-        spawn_seq: u64,
+        ready_seq: u64,
         flags: u64,
     ) -> Self {
         let now = shared.clock.now();
@@ -177,7 +178,7 @@ impl<W: Worker> WorkerCell<W> {
                 NO_TIME
             }),
             id,
-            spawn_seq,
+            ready_seq,
             memory_bytes,
             spawned_at: now,
             shared,
@@ -386,7 +387,7 @@ mod tests {
 
     fn cell() -> Arc<WorkerCell<Unit>> {
         let reaper = Reaper::new("test".into(), true);
-        let shared = Arc::new(PoolShared::new(Arc::new(ManualClock::new()), reaper));
+        let shared = Arc::new(PoolShared::new(Arc::new(ManualClock::new()), reaper, false));
         Arc::new(WorkerCell::new(
             WorkerId(1),
             Arc::from("k"),

@@ -22,7 +22,8 @@ pub(crate) const NO_TIME: u64 = u64::MAX;
 
 /// A spawn in progress for a key.
 pub(crate) struct SpawnTicket<W: Worker> {
-    /// Unique in the pool; also the spawn number that tells cold starts (see [`Waiter::seq`]).
+    /// Unique in the pool, from the counter that also orders waiters and ready workers (see
+    /// [`Waiter::seq`]).
     pub(crate) id: u64,
     /// When it started (the pool's clock).
     pub(crate) started: Duration,
@@ -181,7 +182,7 @@ impl<W: Worker> KeyEntry<W> {
                 leftovers.push(Outcome::Granted { lease, cold: false });
                 break;
             };
-            let cold = lease.cell.spawn_seq >= waiter.seq;
+            let cold = lease.cell.ready_seq >= waiter.seq;
             if cold {
                 cold_starts += 1;
                 self.counters.cold_starts.fetch_add(1, Ordering::Relaxed);

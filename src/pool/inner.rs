@@ -610,7 +610,9 @@ impl<W: Worker> PoolInner<W> {
             Arc::clone(&self.shared),
             Arc::downgrade(self),
             in_flight,
-            ticket.id,
+            // A number from the waiters' counter, taken under the key's lock: every waiter
+            // queued before this instant has a `seq` not above it.
+            self.next_ticket.fetch_add(1, Ordering::Relaxed),
             entry.flags() | self.budget_flags(),
         ));
         self.accounted_bytes.fetch_add(memory, Ordering::AcqRel);

@@ -109,7 +109,8 @@ pub struct ModelStats {
     /// Workers spawned for this key since it was last forgotten (a key is forgotten once it
     /// has had nothing for a tick).
     pub spawns: u64,
-    /// Requests served by a worker spawned while they waited, since the key was last forgotten.
+    /// Requests that waited for a spawn (served by a worker that became ready after they
+    /// queued), since the key was last forgotten.
     pub cold_starts: u64,
 }
 
@@ -130,7 +131,8 @@ pub struct PoolStats {
     pub spawn_failures: u64,
     /// Of those, spawns past `spawn_timeout`.
     pub spawn_timeouts: u64,
-    /// Requests served by a worker spawned while they waited.
+    /// Requests that waited for a spawn: served by a worker that became ready after they
+    /// queued (the simulator's definition), whether the load started for them or before.
     pub cold_starts: u64,
     /// Requests that gave up after `acquire_timeout`.
     pub acquire_timeouts: u64,
@@ -201,7 +203,10 @@ pub struct PoolBuilder<W: Worker> {
 impl<W: Worker> PoolBuilder<W> {
     /// Admits this pool's spawns against `budget`, shared with other pools: a worker loads only
     /// once its footprint fits, making room by evicting idle workers of other keys if they
-    /// would (see [`crate::budget`]). Default: no budget (every spawn is let in).
+    /// would (see [`crate::budget`]). Default: no budget (every spawn is let in). Such a pool
+    /// stamps `last_used` at every release whatever its clock (see
+    /// [`crate::Clock::stamps_every_release`]), so that admission's LRU order is exact between
+    /// ticks.
     pub fn budget(mut self, budget: &crate::budget::Budget) -> Self {
         self.budget = Some(budget.clone());
         self
@@ -317,6 +322,8 @@ impl<W: Worker> PoolBuilder<W> {
         let clock = self.clock.unwrap_or_else(|| Arc::new(TscClock::default()));
         let reaper = Reaper::new(format!("{}-reaper", self.name), self.inline_shutdown);
         let budget = self.budget;
+        // Admission picks its LRU victims by `last_used` at any moment, not only after a tick.
+        let exact = budget.is_some();
         Pool {
             inner: Arc::new_cyclic(|me| PoolInner {
                 budget: budget.map(|budget| {
@@ -333,7 +340,7 @@ impl<W: Worker> PoolBuilder<W> {
                 map: key_map::KeyMap::new(),
                 factory: self.factory,
                 spawner: self.spawner,
-                shared: Arc::new(PoolShared::new(clock, reaper)),
+                shared: Arc::new(PoolShared::new(clock, reaper, exact)),
                 max_workers_per_model: AtomicUsize::new(self.max_workers_per_model),
                 max_in_flight_per_worker: self.max_in_flight_per_worker,
                 acquire_timeout_nanos: AtomicU64::new(to_nanos(self.acquire_timeout)),

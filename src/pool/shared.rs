@@ -14,7 +14,9 @@ use crate::events::{EventSink, PoolEvent, SpawnEvent};
 /// pool handle still releases, and its worker is still shut down).
 pub(crate) struct PoolShared {
     pub(crate) clock: Arc<dyn Clock>,
-    /// `clock.stamps_every_release()`, read once.
+    /// Whether every release stamps `last_used` with the clock (and a lease of an idle worker
+    /// notes its time): `clock.stamps_every_release()`, or a pool on a memory budget, whose
+    /// admission ranks victims by `last_used` between ticks.
     pub(crate) stamps_every_release: bool,
     pub(crate) reaper: Reaper,
     /// The scheduler's subscribers, once the pool is registered (spawn events).
@@ -22,9 +24,10 @@ pub(crate) struct PoolShared {
 }
 
 impl PoolShared {
-    pub(crate) fn new(clock: Arc<dyn Clock>, reaper: Reaper) -> Self {
+    /// `exact`: stamp every release whatever the clock (a pool on a budget).
+    pub(crate) fn new(clock: Arc<dyn Clock>, reaper: Reaper, exact: bool) -> Self {
         PoolShared {
-            stamps_every_release: clock.stamps_every_release(),
+            stamps_every_release: exact || clock.stamps_every_release(),
             clock,
             reaper,
             events: Mutex::new(None),

@@ -53,8 +53,9 @@ enum Slot<W: Worker> {
 /// A queued request.
 pub(crate) struct Waiter<W: Worker> {
     slot: Mutex<Slot<W>>,
-    /// The pool's spawn counter when the request queued: a worker whose spawn number is at least
-    /// this was spawned while it waited (a cold start).
+    /// The pool's spawn counter when the request queued: a worker that became ready after that
+    /// (its `ready_seq` is at least this) finished loading while the request waited, and serves
+    /// it cold.
     pub(crate) seq: u64,
 }
 
