@@ -311,6 +311,8 @@ struct InFlight {
 struct Starting {
     reservation: SpawnReservation<VirtualWorker>,
     key: usize,
+    /// When the spawn started.
+    started: u64,
 }
 
 /// Per pool, per worker id (ids are small and never reused within a pool).
@@ -320,15 +322,30 @@ struct WorkerTable {
     in_flight: Vec<u32>,
     /// When the worker finished spawning.
     ready_at: Vec<u64>,
+    /// When its spawn started.
+    started_at: Vec<u64>,
 }
 
 impl WorkerTable {
     fn slot(&mut self, id: usize) -> (&mut u32, &mut u64) {
+        self.grow(id);
+        (&mut self.in_flight[id], &mut self.ready_at[id])
+    }
+
+    fn grow(&mut self, id: usize) {
         if self.in_flight.len() <= id {
             self.in_flight.resize(id + 1, 0);
             self.ready_at.resize(id + 1, 0);
+            self.started_at.resize(id + 1, 0);
         }
-        (&mut self.in_flight[id], &mut self.ready_at[id])
+    }
+
+    /// Whether a request that arrived at `arrival` and waited was waiting for this worker's
+    /// spawn: it arrived while the spawn ran (the same-instant order puts a spawn that ends at
+    /// `t` before an arrival at `t`), or the spawn started at its arrival (a load of zero time).
+    fn waited_for_spawn(&mut self, id: usize, arrival: u64) -> bool {
+        self.grow(id);
+        self.ready_at[id] > arrival || self.started_at[id] >= arrival
     }
 }
 
@@ -1011,7 +1028,11 @@ impl<'a> Engine<'a> {
             }
             self.note_peaks();
         }
-        let item = Some(Starting { reservation, key });
+        let item = Some(Starting {
+            reservation,
+            key,
+            started: self.now,
+        });
         let slot = match self.free_starting.pop() {
             Some(slot) => {
                 self.starting[slot] = item;
@@ -1097,7 +1118,12 @@ impl<'a> Engine<'a> {
     }
 
     fn spawned(&mut self, slot: usize) {
-        let Some(Starting { reservation, key }) = self.starting[slot].take() else {
+        let Some(Starting {
+            reservation,
+            key,
+            started,
+        }) = self.starting[slot].take()
+        else {
             return;
         };
         self.free_starting.push(slot);
@@ -1112,6 +1138,7 @@ impl<'a> Engine<'a> {
         let pool = self.keys[key].pool;
         let id = worker_index(lease.worker_id());
         *self.worker_tables[pool].slot(id).1 = self.now;
+        self.worker_tables[pool].started_at[id] = started;
         match self.keys[key].waiting.pop_front() {
             Some(request) => {
                 self.queued -= 1;
@@ -1133,8 +1160,9 @@ impl<'a> Engine<'a> {
         let arrival = to_nanos(r.at);
         let counted = arrival >= self.from;
         let pool = self.keys[key].pool;
-        let (in_flight, ready_at) = self.worker_tables[pool].slot(worker_index(lease.worker_id()));
-        let cold = waited && *ready_at >= arrival;
+        let id = worker_index(lease.worker_id());
+        let cold = waited && self.worker_tables[pool].waited_for_spawn(id, arrival);
+        let (in_flight, _) = self.worker_tables[pool].slot(id);
         *in_flight += 1;
         if *in_flight == 1 {
             self.busy_workers += 1;

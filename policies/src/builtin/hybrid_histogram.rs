@@ -322,6 +322,8 @@ type IdMap<V> = HashMap<(usize, KeyId), V, BuildHasherDefault<IdHasher>>;
 /// The state per key is one histogram of `range / bin_width` counters (allocated at the first
 /// idle time) and a few fields; the work per tick is one look at each key, plus one pass over a
 /// key's bins when it learns a new idle time, so it does not grow with the history.
+/// It remembers every key it has seen, also once the pool has forgotten it (a key that comes
+/// back keeps its history), so its memory grows with the number of distinct keys.
 ///
 /// Per-model overrides of `ttl` (the fallback keep-alive) and `min_workers` apply.
 #[derive(Debug)]

@@ -9,7 +9,7 @@ use crate::byte_size::ByteSize;
 use crate::format_duration;
 use crate::policy::EvictionPolicy;
 use crate::proposal::{EvictionReason, Proposal};
-use crate::snapshot::{KeyIndex, Snapshot, WorkerView};
+use crate::snapshot::{KeyIndex, Snapshot, WorkerId, WorkerView};
 
 /// Which idle worker goes first under memory pressure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -84,6 +84,10 @@ pub struct MemoryPressure {
     settling: Option<Settling>,
     /// Usage reached `high` and has not yet been brought down to `low`.
     relieving: bool,
+    /// The victims of the round that was projected to reach `low`: (pool, worker). If one of
+    /// them is still there at the next look (the pool kept it: it served a request since the
+    /// snapshot), the relief is not over.
+    unconfirmed: Vec<(usize, WorkerId)>,
     candidates: Vec<(KeyIndex, WorkerView)>,
 }
 
@@ -119,6 +123,7 @@ impl MemoryPressure {
             config,
             settling: None,
             relieving: false,
+            unconfirmed: Vec::new(),
             candidates: Vec::new(),
         })
     }
@@ -154,6 +159,19 @@ impl EvictionPolicy for MemoryPressure {
         let target = self.config.low * limit_f;
         if (used as f64) >= self.config.high * limit_f {
             self.relieving = true;
+        }
+        if !self.unconfirmed.is_empty() {
+            // A victim of the last round that is still there was kept by its pool: go on.
+            let kept = snapshot.keys.iter().any(|key| {
+                snapshot
+                    .workers_of(key)
+                    .iter()
+                    .any(|worker| self.unconfirmed.contains(&(key.pool, worker.id)))
+            });
+            self.unconfirmed.clear();
+            if kept {
+                self.relieving = true;
+            }
         }
         if (used as f64) <= target {
             self.relieving = false;
@@ -196,8 +214,15 @@ impl EvictionPolicy for MemoryPressure {
             proposed += 1;
         }
         if (projected as f64) <= target {
-            // Done once these evictions land; a later rise starts again at `high`.
+            // Done once these evictions land (checked at the next look); a later rise starts
+            // again at `high`.
             self.relieving = false;
+            let proposals = &out[out.len() - proposed..];
+            self.unconfirmed.extend(
+                proposals
+                    .iter()
+                    .map(|p| (snapshot.keys[p.key].pool, p.worker)),
+            );
         }
         if proposed > 0 {
             self.settling = Some(Settling {
