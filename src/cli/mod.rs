@@ -560,6 +560,15 @@ fn describe_config(config: &Config, registry: &PolicyRegistry) -> String {
             }
         ));
     }
+    // A probe this build cannot open: the config is valid (and `simulate` reads no probe), but
+    // a pool on that budget will not build here.
+    for (name, budget) in &config.budgets {
+        if let Some(probe) = budget.probe.filter(|p| !p.available()) {
+            text.push_str(&format!(
+                "warning: budgets.{name}: probe {probe} needs the `nvml` feature, which this build of poolwarden lacks: a pool on this budget will fail to build here (`simulate` reads no probe)\n"
+            ));
+        }
+    }
     // A model whose footprint exceeds its budget can never load: say so (the config is valid).
     for (name, pool) in &config.pools {
         let models = pool.models.keys().map(|m| Some(m.as_str())).chain([None]);
@@ -614,14 +623,19 @@ fn policy_for_kind(
             known.join(", ")
         )));
     }
+    let mut given = std::collections::BTreeSet::new();
     for pair in parameters.into_iter().flat_map(|p| p.split(',')) {
         let Some((key, value)) = pair.split_once('=') else {
             return Err(usage(format!(
                 "--policy {arg}: expected KEY=VALUE after the kind, got `{pair}`"
             )));
         };
+        let key = key.trim();
+        if !given.insert(key) {
+            return Err(usage(format!("--policy {arg}: `{key}` is given twice")));
+        }
         spec.params
-            .insert(key.trim().to_string(), parameter_value(value.trim()));
+            .insert(key.to_string(), parameter_value(value.trim()));
     }
     spec.build(registry).map_err(|e| {
         let mut failure = Failure::from_error(Exit::Usage, &e);
@@ -693,7 +707,15 @@ fn load_trace(
     if name == "scenario5" {
         return Ok(Trace::scenario5());
     }
-    let bad_data = |e: crate::sim::TraceError| Failure::from_error(Exit::BadData, &e);
+    // A file that cannot be read (missing, a directory, no permission) is missing input; what
+    // it holds is the trace's business.
+    let bad_data = |e: crate::sim::TraceError| {
+        let exit = match e.kind {
+            crate::sim::TraceErrorKind::Read(_) => Exit::NoInput,
+            _ => Exit::BadData,
+        };
+        Failure::from_error(exit, &e)
+    };
     if name == "-" {
         let mut bytes = Vec::new();
         stdin
@@ -718,7 +740,6 @@ fn load_trace(
         .map_err(bad_data);
     }
     let path = Path::new(name);
-    // A file that cannot be opened is missing input; what it holds is the trace's business.
     std::fs::File::open(path)
         .map_err(|e| Failure::new(Exit::NoInput, format!("{name}: cannot read: {e}")))?;
     Trace::load(path, format, model, service).map_err(bad_data)

@@ -120,8 +120,20 @@ impl std::fmt::Display for BudgetProbe {
     }
 }
 
+/// A `probe = "..."` that names no probe.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown probe `{0}`; expected \"system\", \"cgroup\" or \"nvml:N\" (GPU number N)")]
+pub struct UnknownProbe(pub String);
+
+impl BudgetProbe {
+    /// Whether this build can open it (`nvml:N` needs the `nvml` feature).
+    pub fn available(&self) -> bool {
+        !matches!(self, BudgetProbe::Nvml(_)) || cfg!(feature = "nvml")
+    }
+}
+
 impl std::str::FromStr for BudgetProbe {
-    type Err = String;
+    type Err = UnknownProbe;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text {
@@ -131,9 +143,7 @@ impl std::str::FromStr for BudgetProbe {
                 .strip_prefix("nvml:")
                 .and_then(|n| n.parse().ok())
                 .map(BudgetProbe::Nvml)
-                .ok_or_else(|| {
-                    format!("unknown probe `{text}`; expected \"system\", \"cgroup\" or \"nvml:N\" (GPU number N)")
-                }),
+                .ok_or_else(|| UnknownProbe(text.to_string())),
         }
     }
 }
@@ -809,7 +819,8 @@ impl Config {
                 {
                     continue;
                 }
-                let (value, source) = match leaf.params.get(key) {
+                let param = PolicyRegistry::param_of(&leaf.kind, key);
+                let (value, source) = match leaf.params.get(param) {
                     Some(value) => (
                         Some(show_value(value)),
                         ValueSource::Policy(leaf.kind.clone()),
@@ -817,7 +828,7 @@ impl Config {
                     None => (
                         registry
                             .effective_params(&leaf.kind, &leaf.params)
-                            .and_then(|t| t.get(key).map(show_value)),
+                            .and_then(|t| t.get(param).map(show_value)),
                         ValueSource::PolicyDefault(leaf.kind.clone()),
                     ),
                 };
@@ -993,7 +1004,10 @@ impl<'t> Loader<'t> {
                 return Err(fail("limit", "must be greater than 0".into()));
             }
             let probe = match raw_budget.probe {
-                Some(text) => Some(text.parse::<BudgetProbe>().map_err(|e| fail("probe", e))?),
+                Some(text) => Some(
+                    text.parse::<BudgetProbe>()
+                        .map_err(|e| fail("probe", e.to_string()))?,
+                ),
                 None => None,
             };
             budgets.insert(

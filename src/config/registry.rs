@@ -421,6 +421,16 @@ impl PolicyRegistry {
         self.kinds.get(kind).map(|k| k.model_keys.as_slice())
     }
 
+    /// The policy parameter that a per-model `key` of `kind` overrides: the key's own name,
+    /// except for a built-in whose per-model key stands for a parameter of another name
+    /// (`hybrid-histogram`'s `ttl` overrides its `fallback_keep_alive`).
+    pub(crate) fn param_of<'k>(kind: &str, key: &'k str) -> &'k str {
+        match (kind, key) {
+            ("hybrid-histogram", "ttl") => "fallback_keep_alive",
+            _ => key,
+        }
+    }
+
     /// The parameters in force for `params` of `kind`, defaults filled in; `None` for a kind
     /// registered without per-model keys.
     pub(crate) fn effective_params(&self, kind: &str, params: &toml::Table) -> Option<toml::Table> {

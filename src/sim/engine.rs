@@ -711,6 +711,12 @@ impl<'a> Engine<'a> {
                 self.tick_once();
                 next_tick = next_tick.saturating_add(self.tick);
             }
+            if t == u64::MAX {
+                // Virtual time is at the end of its range (a trace at the edge of what it may
+                // hold): nothing can happen later.
+                end = t;
+                break;
+            }
         }
         Ok(self.finish(end))
     }
