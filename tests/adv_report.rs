@@ -298,7 +298,6 @@ fn csv_field(text: &str) -> String {
 }
 
 #[test]
-#[ignore = "BUG: text is fitted by an estimate of 0.64 em a character (src/sim/svg.rs:69 sans_width, used by fit at :79); a name of wide letters (W, about 1 em in DejaVu Sans) overflows: the title and panel headings run past the right edge"]
 fn a_long_title_stays_inside_the_image() {
     // A trace whose name is long and made of wide letters: the title must be cut to fit.
     let name = format!("{}.csv", "W".repeat(120));
@@ -476,7 +475,6 @@ fn eight_policies_keep_distinct_styles_and_labels() {
 }
 
 #[test]
-#[ignore = "BUG: the SVG summary table has no width limit (src/sim/svg.rs:630 table(), called at src/sim/chart.rs:272): with five policies and non-zero per-key cold-start rates its columns run past the 1000 px image"]
 fn five_policies_summary_table_fits_the_image() {
     let trace = write(
         "five.csv",
@@ -492,7 +490,6 @@ fn five_policies_summary_table_fits_the_image() {
 }
 
 #[test]
-#[ignore = "BUG: from the 8th policy on, colours repeat (7-colour palette): the 8th series is the 1st's blue"]
 fn eight_policies_have_eight_colours() {
     let trace = write("eight-c.csv", "at,model,duration\n0,m,10\n400,m,5\n");
     let args = eight_policy_args(&trace);

@@ -114,9 +114,9 @@ enum Command {
         /// `http://HOST:PORT[/PATH]`, e.g. `http://127.0.0.1:9090`.
         url: String,
         /// How long to wait for the connection and for each read.
-        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "5s", value_parser = positive_duration)]
         timeout: Duration,
-        /// Print the status as JSON, as the service sent it.
+        /// Print the status as JSON (decoded and written again: unknown fields are left out).
         #[arg(long)]
         json: bool,
     },
@@ -147,7 +147,7 @@ struct SimulateArgs {
     #[arg(long = "policy", value_name = "KIND[:KEY=VALUE,...]")]
     policies: Vec<String>,
     /// Replaces the config's tick, e.g. 60s; greater than 0.
-    #[arg(long, value_name = "DUR", value_parser = tick)]
+    #[arg(long, value_name = "DUR", value_parser = positive_duration)]
     tick: Option<Duration>,
     /// Stop the simulation at this virtual time, e.g. 2h.
     #[arg(long, value_name = "DUR", value_parser = duration)]
@@ -203,13 +203,13 @@ fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("`{text}`: {e}"))
 }
 
-/// `--tick`: a duration greater than 0, as `tick` in the config.
-fn tick(text: &str) -> Result<Duration, String> {
-    let tick = duration(text)?;
-    if tick.is_zero() {
+/// `--tick` (as `tick` in the config) and `status --timeout`: a duration greater than 0.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    let value = duration(text)?;
+    if value.is_zero() {
         return Err(format!("`{text}`: must be greater than 0"));
     }
-    Ok(tick)
+    Ok(value)
 }
 
 /// An error that ends the command: its status and message.

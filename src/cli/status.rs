@@ -70,16 +70,26 @@ fn parse_url(url: &str) -> Result<Url, FetchError> {
     if authority.contains('@') {
         return Err(bad("credentials in the URL are not supported"));
     }
-    let authority = if authority
-        .rsplit_once(':')
-        .is_some_and(|(_, port)| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
-    {
-        authority.to_string()
-    } else if authority.ends_with(']') || !authority.contains(':') {
-        format!("{authority}:80")
-    } else {
-        return Err(bad("bad port"));
+    // HOST, HOST:PORT, [IPv6] or [IPv6]:PORT; the port a number in 1..=65535.
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port))
+            if !authority.ends_with(']') && (!host.contains(':') || host.ends_with(']')) =>
+        {
+            match port.parse::<u16>() {
+                Ok(port) if port > 0 => (host, port),
+                _ => return Err(bad("bad port: expected a number from 1 to 65535")),
+            }
+        }
+        Some(_) if !authority.starts_with('[') => return Err(bad("bad port")),
+        _ => (authority, 80),
     };
+    let bracketed = host.starts_with('[') || host.ends_with(']');
+    if host.is_empty()
+        || (bracketed && !(host.starts_with('[') && host.ends_with(']') && host.len() > 2))
+    {
+        return Err(bad("bad host"));
+    }
+    let authority = format!("{host}:{port}");
     let path = match path {
         "" | "/" => "/status".to_string(),
         path => path.to_string(),
@@ -119,17 +129,15 @@ pub fn fetch_status(url: &str, timeout: Duration) -> Result<Status, FetchError> 
         env!("CARGO_PKG_VERSION")
     );
     stream.write_all(request.as_bytes()).map_err(unreachable)?;
-    let mut answer = Vec::new();
-    // At most 64 MiB: a status is far smaller.
-    stream
-        .take(64 << 20)
-        .read_to_end(&mut answer)
-        .map_err(unreachable)?;
     let bad = |what: String| FetchError::BadAnswer {
         target: url.authority.clone(),
         path: url.path.clone(),
         what,
     };
+    let answer = read_answer(&mut stream).map_err(|e| match e {
+        AnswerError::Io(e) => unreachable(e),
+        AnswerError::TooLarge => bad("an answer over 64 MiB".to_string()),
+    })?;
     let split = answer
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -152,6 +160,52 @@ pub fn fetch_status(url: &str, timeout: Duration) -> Result<Status, FetchError> 
         body = dechunk(&body).ok_or_else(|| bad("a malformed chunked body".to_string()))?;
     }
     serde_json::from_slice(&body).map_err(|e| bad(format!("a body that is not a status: {e}")))
+}
+
+/// Why an answer could not be read.
+enum AnswerError {
+    Io(std::io::Error),
+    TooLarge,
+}
+
+/// Reads an HTTP answer: to the end of its body when the head gives a `Content-Length` (a
+/// server may keep the connection open after it), else until the server closes. At most 64
+/// MiB: a status is far smaller.
+fn read_answer(stream: &mut impl Read) -> Result<Vec<u8>, AnswerError> {
+    const MAX: usize = 64 << 20;
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 16 * 1024];
+    let mut expected: Option<usize> = None;
+    loop {
+        if let Some(total) = expected {
+            if answer.len() >= total {
+                answer.truncate(total);
+                return Ok(answer);
+            }
+        }
+        let n = match stream.read(&mut buffer) {
+            Ok(0) => return Ok(answer),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(AnswerError::Io(e)),
+        };
+        answer.extend_from_slice(&buffer[..n]);
+        if answer.len() > MAX {
+            return Err(AnswerError::TooLarge);
+        }
+        if expected.is_none() {
+            if let Some(split) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&answer[..split]);
+                expected = head.lines().skip(1).find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.trim()
+                        .eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                        .map(|length| split + 4 + length)
+                });
+            }
+        }
+    }
 }
 
 /// The body of a `Transfer-Encoding: chunked` response.

@@ -29,8 +29,9 @@ pub(crate) fn write_svg(path: &Path, svg: &str) -> Result<(), SvgError> {
 }
 
 /// The Okabe–Ito colours, which readers with any common colour-vision deficiency tell apart,
-/// without its yellow (too faint on white).
-pub(crate) const COLOURS: [&str; 7] = [
+/// without its yellow (too faint on white), and a mid grey as the eighth, so that eight series
+/// have eight colours (and colour with dash pattern tells 24 apart).
+pub(crate) const COLOURS: [&str; 8] = [
     "#0072B2", // blue
     "#E69F00", // orange
     "#009E73", // bluish green
@@ -38,6 +39,7 @@ pub(crate) const COLOURS: [&str; 7] = [
     "#CC79A7", // reddish purple
     "#56B4E9", // sky blue
     "#000000", // black
+    "#8C8C8C", // grey
 ];
 
 /// Dash patterns, one per series, so that series stay apart without colour, and a line drawn
@@ -64,10 +66,23 @@ pub(crate) const SANS: &str = "DejaVu Sans, Verdana, Arial, Helvetica, sans-seri
 /// The monospace font stack (tables).
 pub(crate) const MONO: &str = "DejaVu Sans Mono, Menlo, Consolas, monospace";
 
-/// A generous estimate of the width of `text` in the sans-serif font at `size` px (wide fonts
-/// such as DejaVu Sans and Verdana average about 0.6 em a character).
+/// A generous estimate of the width of `c` in the sans-serif font, in em (DejaVu Sans and
+/// Verdana, the widest of the stack): narrow letters and marks, most characters, capitals,
+/// the widest letters, and East Asian wide characters and emoji.
+fn sans_em(c: char) -> f64 {
+    match c {
+        'i' | 'j' | 'l' | 'I' | '.' | ',' | ':' | ';' | '\'' | '|' | '!' | ' ' | '(' | ')'
+        | '[' | ']' => 0.42,
+        'W' | 'M' | 'm' | 'w' | '@' | '%' | '—' | '…' => 1.05,
+        'A'..='Z' | '&' | '#' => 0.8,
+        c if (c as u32) >= 0x1100 => 1.1,
+        _ => 0.66,
+    }
+}
+
+/// A generous estimate of the width of `text` in the sans-serif font at `size` px.
 pub(crate) fn sans_width(text: &str, size: f64) -> f64 {
-    text.chars().count() as f64 * size * 0.64
+    text.chars().map(sans_em).sum::<f64>() * size
 }
 
 /// The width of `text` in the monospace font at `size` px (0.6 em a character).
@@ -80,13 +95,29 @@ pub(crate) fn fit(text: &str, size: f64, width: f64) -> String {
     if sans_width(text, size) <= width {
         return text.to_string();
     }
-    let keep = ((width / (size * 0.64)) as usize).saturating_sub(1).max(2);
+    // Characters from both ends, alternately, while they and the `…` fit.
     let chars: Vec<char> = text.chars().collect();
-    let head = keep / 2;
-    let tail = keep - head;
-    let mut out: String = chars[..head.min(chars.len())].iter().collect();
+    let mut room = width / size - sans_em('…');
+    let (mut head, mut tail) = (0, 0);
+    while head + tail < chars.len() {
+        let next = if head <= tail {
+            chars[head]
+        } else {
+            chars[chars.len() - 1 - tail]
+        };
+        room -= sans_em(next);
+        if room < 0.0 {
+            break;
+        }
+        if head <= tail {
+            head += 1;
+        } else {
+            tail += 1;
+        }
+    }
+    let mut out: String = chars[..head].iter().collect();
     out.push('…');
-    out.extend(&chars[chars.len().saturating_sub(tail)..]);
+    out.extend(&chars[chars.len() - tail..]);
     out
 }
 
@@ -663,6 +694,9 @@ pub(crate) fn table(
         Some(MONO),
         "summary",
     );
+    // A table wider than the chart (many policies) widens the image rather than run past it.
+    let right_edge = left + label_width + widths.iter().map(|w| 18.0 + w).sum::<f64>();
+    svg.width = svg.width.max((right_edge + 12.0).ceil());
     let mut x = left + label_width + 18.0;
     let mut column_right = Vec::new();
     for ((header, style), w) in headers.iter().zip(&widths) {
