@@ -83,92 +83,18 @@ fn wait_for(what: &str, condition: impl FnMut() -> bool) {
 #[cfg(feature = "metrics")]
 mod metrics_runs {
     use super::*;
-    use std::collections::HashMap;
-    use std::sync::OnceLock;
-
-    use metrics::{
-        Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
-    };
-    use metrics_util::registry::{AtomicStorage, Registry};
-
-    struct TestRecorder(Arc<Registry<Key, AtomicStorage>>);
-
-    impl Recorder for TestRecorder {
-        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-
-        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-            self.0
-                .get_or_create_counter(key, |c| Counter::from_arc(Arc::clone(c)))
-        }
-
-        fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-            self.0
-                .get_or_create_gauge(key, |g| Gauge::from_arc(Arc::clone(g)))
-        }
-
-        fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-            self.0
-                .get_or_create_histogram(key, |h| Histogram::from_arc(Arc::clone(h)))
-        }
-    }
-
-    fn registry() -> &'static Arc<Registry<Key, AtomicStorage>> {
-        static REGISTRY: OnceLock<Arc<Registry<Key, AtomicStorage>>> = OnceLock::new();
-        REGISTRY.get_or_init(|| {
-            let registry = Arc::new(Registry::atomic());
-            metrics::set_global_recorder(TestRecorder(Arc::clone(&registry)))
-                .expect("no other recorder in this binary");
-            registry
-        })
-    }
-
-    type MetricId = (String, Vec<(String, String)>);
-
-    fn metric_id(key: &Key) -> MetricId {
-        let mut labels: Vec<(String, String)> = key
-            .labels()
-            .map(|l| (l.key().to_string(), l.value().to_string()))
-            .collect();
-        labels.sort();
-        (key.name().to_string(), labels)
-    }
-
-    fn id(name: &str, labels: &[(&str, &str)]) -> MetricId {
-        let mut labels: Vec<(String, String)> = labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        labels.sort();
-        (name.to_string(), labels)
-    }
+    use common::recorder::{observe, registry};
 
     fn counter(name: &str, labels: &[(&str, &str)]) -> Option<u64> {
-        let counters: HashMap<MetricId, u64> = registry()
-            .get_counter_handles()
-            .into_iter()
-            .map(|(k, v)| (metric_id(&k), v.load(Ordering::SeqCst)))
-            .collect();
-        counters.get(&id(name, labels)).copied()
+        observe().counter(name, labels)
     }
 
     fn gauge(name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let gauges: HashMap<MetricId, f64> = registry()
-            .get_gauge_handles()
-            .into_iter()
-            .map(|(k, v)| (metric_id(&k), f64::from_bits(v.load(Ordering::SeqCst))))
-            .collect();
-        gauges.get(&id(name, labels)).copied()
+        observe().gauge(name, labels)
     }
 
     fn histogram(name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
-        registry()
-            .get_histogram_handles()
-            .into_iter()
-            .find(|(k, _)| metric_id(k) == id(name, labels))
-            .map(|(_, h)| h.data())
-            .unwrap_or_default()
+        observe().histogram(name, labels)
     }
 
     /// The four per-key gauges.

@@ -8,11 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{eventually, model_pool, secs, Model};
+use common::{eventually, keep_alive, model_pool, secs, Model};
 use poolwarden::config::{Config, PolicyRegistry};
 use poolwarden::policies::{
-    HybridHistogram, HybridHistogramConfig, KeepAlive, KeepAliveConfig, MemoryPressure,
-    MemoryPressureConfig, VictimOrder,
+    HybridHistogram, HybridHistogramConfig, MemoryPressure, MemoryPressureConfig, VictimOrder,
 };
 use poolwarden::sim::{simulate, SimOptions, SimRun, Trace};
 use poolwarden::{
@@ -55,16 +54,6 @@ fn eviction_times(run: &SimRun) -> Vec<f64> {
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NoParams {}
-
-fn keep_alive(ttl: Duration) -> Box<KeepAlive> {
-    Box::new(
-        KeepAlive::new(KeepAliveConfig {
-            ttl,
-            min_workers: 0,
-        })
-        .unwrap(),
-    )
-}
 
 // ---------------------------------------------------------------------------------------------
 // 1. Simulator fidelity

@@ -8,19 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{eventually, secs, Model};
-use poolwarden::policies::{GradualLru, GradualLruConfig, KeepAlive, KeepAliveConfig};
+use common::{eventually, keep_alive, secs, Model};
+use poolwarden::policies::{GradualLru, GradualLruConfig};
 use poolwarden::{AcquireError, ManualClock, Pool, Scheduler, SpawnError, Worker};
-
-fn keep_alive(ttl: Duration) -> Box<KeepAlive> {
-    Box::new(
-        KeepAlive::new(KeepAliveConfig {
-            ttl,
-            min_workers: 0,
-        })
-        .unwrap(),
-    )
-}
 
 /// A worker that knows whether it was shut down, and counts shutdowns.
 struct Tracked {

@@ -819,7 +819,7 @@ impl Config {
                 {
                     continue;
                 }
-                let param = PolicyRegistry::param_of(&leaf.kind, key);
+                let param = registry.param_of(&leaf.kind, key);
                 let (value, source) = match leaf.params.get(param) {
                     Some(value) => (
                         Some(show_value(value)),

@@ -99,6 +99,8 @@ struct Kind {
     factory: Factory,
     /// The keys this kind reads under `[pools.NAME.models.KEY]`.
     model_keys: Vec<&'static str>,
+    /// Per-model keys that override a parameter of another name: (key, parameter).
+    renamed: Vec<(&'static str, &'static str)>,
     /// The parameters in force (defaults filled in) for a parameter table; kinds registered
     /// with [`PolicyRegistry::register_with_models`] only.
     effective: Option<Effective>,
@@ -249,6 +251,10 @@ impl PolicyRegistry {
             "hybrid-histogram",
             |c: HybridHistogramConfig, _: PerModel<KeepAliveModel>| boxed(HybridHistogram::new(c)),
         );
+        // Its per-model `ttl` overrides the fixed keep-alive it falls back to.
+        if let Some(kind) = registry.kinds.get_mut("hybrid-histogram") {
+            kind.renamed.push(("ttl", "fallback_keep_alive"));
+        }
         registry.register("noop", |_: NoopConfig| {
             Ok(Box::new(Noop) as Box<dyn EvictionPolicy>)
         });
@@ -280,6 +286,7 @@ impl PolicyRegistry {
             Kind {
                 factory,
                 model_keys: Vec::new(),
+                renamed: Vec::new(),
                 effective: None,
             },
         )
@@ -384,6 +391,7 @@ impl PolicyRegistry {
             Kind {
                 factory,
                 model_keys: model_keys.to_vec(),
+                renamed: Vec::new(),
                 effective: Some(effective),
             },
         )
@@ -422,13 +430,12 @@ impl PolicyRegistry {
     }
 
     /// The policy parameter that a per-model `key` of `kind` overrides: the key's own name,
-    /// except for a built-in whose per-model key stands for a parameter of another name
-    /// (`hybrid-histogram`'s `ttl` overrides its `fallback_keep_alive`).
-    pub(crate) fn param_of<'k>(kind: &str, key: &'k str) -> &'k str {
-        match (kind, key) {
-            ("hybrid-histogram", "ttl") => "fallback_keep_alive",
-            _ => key,
-        }
+    /// unless the kind was registered with another (see [`PolicyRegistry::new`]).
+    pub(crate) fn param_of<'k>(&self, kind: &str, key: &'k str) -> &'k str {
+        self.kinds
+            .get(kind)
+            .and_then(|k| k.renamed.iter().find(|(model_key, _)| *model_key == key))
+            .map_or(key, |(_, param)| param)
     }
 
     /// The parameters in force for `params` of `kind`, defaults filled in; `None` for a kind

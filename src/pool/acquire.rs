@@ -21,7 +21,6 @@ enum State<W: Worker> {
         queued_at: Instant,
         /// The pool's `acquire_timeout` when the request queued (a later change leaves it be).
         timeout: Duration,
-        deadline: Option<Instant>,
         timer: Option<u64>,
         /// An async load this request started and drives while it waits.
         load: Option<LoadTask<W>>,
@@ -86,7 +85,6 @@ impl<W: Worker> Future for Acquire<'_, W> {
                     }
                     let queued_at = Instant::now();
                     let timeout = inner.acquire_timeout();
-                    let deadline = queued_at.checked_add(timeout);
                     match inner.enqueue(this.key, Wake::Task(cx.waker().clone())) {
                         Err(error) => {
                             this.state = State::Done;
@@ -98,12 +96,13 @@ impl<W: Worker> Future for Acquire<'_, W> {
                         }
                         Ok(Enqueued::Waiting { waiter, key, after }) => {
                             let load = inner.launch(&key, after, true);
-                            let timer = deadline.map(|d| inner.timer.schedule(d, cx.waker()));
+                            let timer = queued_at
+                                .checked_add(timeout)
+                                .map(|d| inner.timer.schedule(d, cx.waker()));
                             this.state = State::Waiting {
                                 waiter,
                                 queued_at,
                                 timeout,
-                                deadline,
                                 timer,
                                 load,
                             };
@@ -114,7 +113,6 @@ impl<W: Worker> Future for Acquire<'_, W> {
                     waiter,
                     queued_at,
                     timeout,
-                    deadline,
                     timer,
                     load,
                 } => {
@@ -128,7 +126,7 @@ impl<W: Worker> Future for Acquire<'_, W> {
                         this.wind_up();
                         return Poll::Ready(settle(outcome));
                     }
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                    if queued_at.elapsed() >= *timeout {
                         let waiter = Arc::clone(waiter);
                         let timeout = *timeout;
                         let gave_up = inner.give_up(this.key, &waiter, true);

@@ -1,9 +1,12 @@
 //! Shared helpers for the integration tests: a virtual worker and a manual-clock harness.
 #![allow(dead_code)]
 
+pub mod recorder;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use poolwarden::policies::{KeepAlive, KeepAliveConfig};
 use poolwarden::{ManualClock, Pool, Scheduler, SpawnError, Worker};
 
 /// A worker that is nothing but a footprint.
@@ -40,6 +43,17 @@ pub fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool 
         std::thread::sleep(Duration::from_millis(1));
     }
     condition()
+}
+
+/// Keep-alive with `ttl` and no floor.
+pub fn keep_alive(ttl: Duration) -> Box<KeepAlive> {
+    Box::new(
+        KeepAlive::new(KeepAliveConfig {
+            ttl,
+            min_workers: 0,
+        })
+        .unwrap(),
+    )
 }
 
 /// Seconds.
