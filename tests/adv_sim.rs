@@ -399,7 +399,11 @@ fn a_key_that_loses_its_last_worker_is_seen_once_empty_then_forgotten() {
 /// A worker counting its shutdowns; fails the test if shut down twice.
 struct Counted {
     down: AtomicBool,
+    /// Set by a test while it holds a lease on this worker.
+    served: AtomicBool,
     shutdowns: Arc<AtomicUsize>,
+    /// Shutdowns of workers that had served a request.
+    served_shutdowns: Arc<AtomicUsize>,
 }
 
 impl Worker for Counted {
@@ -409,17 +413,30 @@ impl Worker for Counted {
 
     fn shutdown(&self) {
         assert!(!self.down.swap(true, Ordering::SeqCst), "shut down twice");
+        if self.served.load(Ordering::SeqCst) {
+            self.served_shutdowns.fetch_add(1, Ordering::SeqCst);
+        }
         self.shutdowns.fetch_add(1, Ordering::SeqCst);
     }
 }
 
-fn counted_pool(spawns: &Arc<AtomicUsize>, shutdowns: &Arc<AtomicUsize>) -> Pool<Counted> {
-    let (spawns, shutdowns) = (spawns.clone(), shutdowns.clone());
+/// What the workers of a [`counted_pool`] count.
+#[derive(Default)]
+struct Counts {
+    spawns: AtomicUsize,
+    shutdowns: Arc<AtomicUsize>,
+    served_shutdowns: Arc<AtomicUsize>,
+}
+
+fn counted_pool(counts: &Arc<Counts>) -> Pool<Counted> {
+    let counts = counts.clone();
     Pool::builder("p", move |_key: &str| {
-        spawns.fetch_add(1, Ordering::SeqCst);
+        counts.spawns.fetch_add(1, Ordering::SeqCst);
         Ok::<_, SpawnError>(Counted {
             down: AtomicBool::new(false),
-            shutdowns: shutdowns.clone(),
+            served: AtomicBool::new(false),
+            shutdowns: counts.shutdowns.clone(),
+            served_shutdowns: counts.served_shutdowns.clone(),
         })
     })
     .max_workers_per_model(2)
@@ -450,9 +467,8 @@ impl EvictionPolicy for SumArrivals {
 /// once, the accounting ends at zero, and every worker is shut down exactly once.
 #[test]
 fn arrivals_are_never_lost_while_keys_are_forgotten_concurrently() {
-    let spawns = Arc::new(AtomicUsize::new(0));
-    let shutdowns = Arc::new(AtomicUsize::new(0));
-    let pool = counted_pool(&spawns, &shutdowns);
+    let counts = Arc::new(Counts::default());
+    let pool = counted_pool(&counts);
     let total = Arc::new(AtomicU64::new(0));
     let scheduler = Arc::new(
         Scheduler::builder()
@@ -514,7 +530,7 @@ fn arrivals_are_never_lost_while_keys_are_forgotten_concurrently() {
     assert_eq!(pool.keys(), 0, "all keys forgotten: {:?}", pool.stats());
     assert_eq!(pool.accounted_bytes(), 0);
     assert!(eventually(Duration::from_secs(30), || {
-        shutdowns.load(Ordering::SeqCst) == spawns.load(Ordering::SeqCst)
+        counts.shutdowns.load(Ordering::SeqCst) == counts.spawns.load(Ordering::SeqCst)
     }));
 }
 
@@ -689,6 +705,10 @@ fn memory_pressure_goes_on_to_low_when_one_of_its_evictions_is_refused() {
 // ---------------------------------------------------------------------------------------------
 // 3. Reliability
 
+/// How long a [`Slow`] worker takes to shut down: far above every bound the test checks, so
+/// that a fault (waiting for a shutdown) cannot hide in a noisy machine's slack.
+const SLOW_SHUTDOWN: Duration = Duration::from_secs(6);
+
 struct Slow {
     shutdowns: Arc<AtomicUsize>,
 }
@@ -699,14 +719,15 @@ impl Worker for Slow {
     }
 
     fn shutdown(&self) {
-        std::thread::sleep(Duration::from_secs(3));
+        std::thread::sleep(SLOW_SHUTDOWN);
         self.shutdowns.fetch_add(1, Ordering::SeqCst);
     }
 }
 
-/// Six slow (3 s) shutdowns in one pool at once: another pool's keep-alive eviction is on time,
-/// `stats()` answers at once, `stop()` returns within its 2 s bound, and each of the six
-/// shutdowns runs exactly once.
+/// Six slow (6 s) shutdowns in one pool at once: another pool's keep-alive eviction is on time,
+/// `stats()` answers at once, `stop()` returns after its `shutdown_wait` (0.5 s here) rather
+/// than the shutdowns, and each of the six shutdowns runs exactly once. The bounds are
+/// generous, each well below the 6 s a stalled path would take.
 #[test]
 fn many_slow_shutdowns_stall_nothing() {
     let slow_done = Arc::new(AtomicUsize::new(0));
@@ -726,7 +747,10 @@ fn many_slow_shutdowns_stall_nothing() {
         })
     })
     .build();
-    let scheduler = Scheduler::builder().tick(Duration::from_millis(10)).build();
+    let scheduler = Scheduler::builder()
+        .tick(Duration::from_millis(10))
+        .shutdown_wait(Duration::from_millis(500))
+        .build();
     scheduler.register_with_policy(&slow, keep_alive(Duration::ZERO));
     let fast_policy = Box::new(
         poolwarden::policies::GradualLru::new(poolwarden::policies::GradualLruConfig {
@@ -746,20 +770,17 @@ fn many_slow_shutdowns_stall_nothing() {
     assert!(eventually(Duration::from_secs(10), || fast.workers("m") == 0));
     let after = idle_since.elapsed();
     assert!(
-        after < Duration::from_millis(1500),
+        after < Duration::from_secs(3),
         "50 ms eviction after {after:?}"
     );
     let start = Instant::now();
     let _ = scheduler.stats();
     let _ = slow.stats();
-    assert!(
-        start.elapsed() < Duration::from_millis(500),
-        "stats blocked"
-    );
+    assert!(start.elapsed() < Duration::from_secs(2), "stats blocked");
     let start = Instant::now();
     scheduler.stop();
     let took = start.elapsed();
-    assert!(took < Duration::from_millis(2900), "stop() took {took:?}");
+    assert!(took < Duration::from_secs(3), "stop() took {took:?}");
     assert!(eventually(Duration::from_secs(60), || slow_done
         .load(Ordering::SeqCst)
         == 6));
@@ -800,26 +821,32 @@ fn a_hundred_thousand_one_shot_keys_leave_nothing_behind() {
 }
 
 /// `close()` while requests are running and a 1 ms scheduler evicts every idle worker: close
-/// returns only when every worker is shut down; each worker is shut down exactly once (also
-/// when close races with an eviction), none serves after its shutdown, and requests after
-/// close fail with `Closed`.
+/// returns only when every worker that joined the pool (here: every worker that served a
+/// request) is shut down; each worker is shut down exactly once (also when close races with an
+/// eviction), none serves after its shutdown, and requests after close fail with `Closed`. A
+/// load still running at close is not waited for (documented): its worker is shut down when
+/// the load ends, so the count of all spawns is checked with a generous bound.
 #[test]
 fn close_racing_evictions_shuts_every_worker_down_exactly_once() {
-    let spawns = Arc::new(AtomicUsize::new(0));
-    let shutdowns = Arc::new(AtomicUsize::new(0));
-    let pool = counted_pool(&spawns, &shutdowns);
+    let counts = Arc::new(Counts::default());
+    let served_workers = Arc::new(AtomicUsize::new(0));
+    let pool = counted_pool(&counts);
     let scheduler = Scheduler::builder().tick(Duration::from_millis(1)).build();
     scheduler.register_with_policy(&pool, keep_alive(Duration::ZERO));
     scheduler.start().unwrap();
     let threads: Vec<_> = (0..4)
         .map(|t| {
             let pool = pool.clone();
+            let served_workers = served_workers.clone();
             std::thread::spawn(move || {
                 let mut served = 0usize;
                 for i in 0.. {
                     match pool.acquire(&format!("k{}", (i + t) % 3)) {
                         Ok(lease) => {
                             assert!(!lease.down.load(Ordering::SeqCst), "served after shutdown");
+                            if !lease.served.swap(true, Ordering::SeqCst) {
+                                served_workers.fetch_add(1, Ordering::SeqCst);
+                            }
                             served += 1;
                         }
                         Err(AcquireError::Closed { .. }) => return served,
@@ -833,22 +860,26 @@ fn close_racing_evictions_shuts_every_worker_down_exactly_once() {
     std::thread::sleep(Duration::from_millis(200));
     pool.close();
     assert_eq!(
-        shutdowns.load(Ordering::SeqCst),
-        spawns.load(Ordering::SeqCst),
+        counts.served_shutdowns.load(Ordering::SeqCst),
+        served_workers.load(Ordering::SeqCst),
         "close() returned with workers not shut down"
     );
     let served: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
     assert!(served > 0);
+    assert!(served_workers.load(Ordering::SeqCst) > 0);
     assert!(matches!(
         pool.acquire("k0"),
         Err(AcquireError::Closed { .. })
     ));
     scheduler.stop();
     drop(pool);
-    std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(
-        shutdowns.load(Ordering::SeqCst),
-        spawns.load(Ordering::SeqCst)
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            counts.shutdowns.load(Ordering::SeqCst) == counts.spawns.load(Ordering::SeqCst)
+        }),
+        "a worker was never shut down: {} spawns, {} shutdowns",
+        counts.spawns.load(Ordering::SeqCst),
+        counts.shutdowns.load(Ordering::SeqCst)
     );
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{eventually, keep_alive, secs, Model};
 use poolwarden::policies::{GradualLru, GradualLruConfig};
-use poolwarden::{AcquireError, ManualClock, Pool, Scheduler, SpawnError, Worker};
+use poolwarden::{AcquireError, ManualClock, Pool, ReserveRefusal, Scheduler, SpawnError, Worker};
 
 /// A worker that knows whether it was shut down, and counts shutdowns.
 struct Tracked {
@@ -51,12 +51,13 @@ fn tracked_pool(
 fn a_slow_shutdown_stalls_neither_the_tick_nor_stats_nor_stop() {
     let slow_done = Arc::new(AtomicUsize::new(0));
     let fast_done = Arc::new(AtomicUsize::new(0));
-    let slow = tracked_pool("slow", &slow_done, Duration::from_secs(3));
+    // Far above every bound below, so that a stalled path cannot hide in a noisy machine's slack.
+    let slow = tracked_pool("slow", &slow_done, Duration::from_secs(8));
     let fast = tracked_pool("fast", &fast_done, Duration::ZERO);
     let scheduler = Scheduler::builder().tick(Duration::from_millis(10)).build();
     scheduler.register_with_policy(&slow, keep_alive(Duration::ZERO));
     scheduler.register_with_policy(&fast, keep_alive(Duration::from_millis(50)));
-    // Two workers on the slow pool, whose shutdowns take 3 s each.
+    // Two workers on the slow pool, whose shutdowns take 8 s each.
     let (a, b) = (slow.acquire("m").unwrap(), slow.acquire("m").unwrap());
     drop((a, b));
     scheduler.start().unwrap();
@@ -67,21 +68,18 @@ fn a_slow_shutdown_stalls_neither_the_tick_nor_stats_nor_stop() {
     assert!(eventually(Duration::from_secs(10), || fast.workers("m") == 0));
     let evicted_after = idle_since.elapsed();
     assert!(
-        evicted_after < Duration::from_millis(1500),
+        evicted_after < Duration::from_secs(3),
         "keep-alive 50 ms eviction came after {evicted_after:?}"
     );
     let start = Instant::now();
     let _ = scheduler.stats();
-    assert!(
-        start.elapsed() < Duration::from_millis(500),
-        "stats() blocked"
-    );
+    assert!(start.elapsed() < Duration::from_secs(2), "stats() blocked");
     assert_eq!(slow_done.load(Ordering::SeqCst), 0, "still shutting down");
     // stop() waits for those shutdowns at most its documented 2 s.
     let start = Instant::now();
     scheduler.stop();
     let took = start.elapsed();
-    assert!(took < Duration::from_millis(2900), "stop() took {took:?}");
+    assert!(took < Duration::from_secs(4), "stop() took {took:?}");
     assert!(eventually(Duration::from_secs(30), || slow_done
         .load(Ordering::SeqCst)
         == 2));
@@ -214,6 +212,127 @@ fn close_drains_fails_waiters_and_refuses_new_requests() {
         "every worker shut down"
     );
     assert_eq!(pool.accounted_bytes(), 0);
+}
+
+/// A reservation made before `close()` and completed after it: no panic, the caller gets its
+/// lease, the worker never joins the closed pool and is shut down once the lease ends; a
+/// pre-warm completed after close is shut down at once; reservations after close are refused.
+#[test]
+fn a_reservation_completed_after_close_is_served_then_shut_down() {
+    let shutdowns = Arc::new(AtomicUsize::new(0));
+    let pool = tracked_pool("p", &shutdowns, Duration::ZERO);
+    let served = pool.try_reserve("m").unwrap();
+    let idle = pool.try_reserve("w").unwrap();
+    pool.close();
+    assert_eq!(pool.try_reserve("m").err(), Some(ReserveRefusal::Closed));
+    assert!(pool.reserve("x").is_none());
+    let lease = served.complete(Tracked {
+        down: AtomicBool::new(false),
+        shutdowns: shutdowns.clone(),
+        shutdown_takes: Duration::ZERO,
+    });
+    assert!(
+        !lease.down.load(Ordering::SeqCst),
+        "the caller's request runs"
+    );
+    assert_eq!((pool.workers("m"), pool.accounted_bytes()), (0, 0));
+    idle.complete_idle(Tracked {
+        down: AtomicBool::new(false),
+        shutdowns: shutdowns.clone(),
+        shutdown_takes: Duration::ZERO,
+    });
+    assert!(eventually(Duration::from_secs(30), || shutdowns
+        .load(Ordering::SeqCst)
+        == 1));
+    drop(lease);
+    assert!(eventually(Duration::from_secs(30), || shutdowns
+        .load(Ordering::SeqCst)
+        == 2));
+    assert_eq!((pool.workers("m"), pool.workers("w")), (0, 0));
+    assert_eq!(pool.accounted_bytes(), 0);
+}
+
+/// A reservation held past `spawn_timeout` is expired by the tick (a failed spawn, its slot
+/// free again); completing it afterwards does not panic: the caller's request is served, the
+/// worker stays out of the pool and is shut down when the lease ends.
+#[test]
+fn a_reservation_completed_after_its_spawn_timed_out_is_served_then_shut_down() {
+    let clock = Arc::new(ManualClock::new());
+    let shutdowns = Arc::new(AtomicUsize::new(0));
+    let s = shutdowns.clone();
+    let pool = Pool::builder("p", move |_key: &str| {
+        Ok::<_, SpawnError>(Tracked {
+            down: AtomicBool::new(false),
+            shutdowns: s.clone(),
+            shutdown_takes: Duration::ZERO,
+        })
+    })
+    .clock(clock.clone())
+    .max_workers_per_model(1)
+    .spawn_timeout(Duration::from_secs(10))
+    .build();
+    let scheduler = Scheduler::builder().clock(clock.clone()).build();
+    scheduler.register_with_policy(&pool, keep_alive(Duration::from_secs(3600)));
+    let late = pool.try_reserve("m").unwrap();
+    assert_eq!(pool.try_reserve("m").err(), Some(ReserveRefusal::AtLimit));
+    clock.set(secs(11));
+    scheduler.tick_once();
+    assert_eq!(pool.stats().spawn_timeouts, 1);
+    let lease = late.complete(Tracked {
+        down: AtomicBool::new(false),
+        shutdowns: shutdowns.clone(),
+        shutdown_takes: Duration::ZERO,
+    });
+    assert!(!lease.down.load(Ordering::SeqCst));
+    assert_eq!((pool.workers("m"), pool.accounted_bytes()), (0, 0));
+    drop(lease);
+    assert!(eventually(Duration::from_secs(30), || shutdowns
+        .load(Ordering::SeqCst)
+        == 1));
+    // The slot is free: the next request loads a worker that joins the pool.
+    drop(pool.acquire("m").unwrap());
+    assert_eq!(pool.workers("m"), 1);
+}
+
+/// Requests racing `close()` on many threads: a lease alive after `close()` returned would
+/// be one that close() never saw (it waits for every request in flight on the workers it
+/// took). None is.
+#[test]
+fn no_request_is_served_once_close_has_returned() {
+    for _ in 0..20 {
+        let shutdowns = Arc::new(AtomicUsize::new(0));
+        let pool = tracked_pool("p", &shutdowns, Duration::ZERO);
+        let closed = Arc::new(AtomicBool::new(false));
+        let late = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let (pool, closed, late) = (pool.clone(), closed.clone(), late.clone());
+                std::thread::spawn(move || {
+                    for i in 0.. {
+                        let key = format!("k{}-{}", t, i % 50);
+                        match pool.acquire(&key) {
+                            Ok(lease) => {
+                                // Checked while the lease is held.
+                                if closed.load(Ordering::SeqCst) {
+                                    late.fetch_add(1, Ordering::SeqCst);
+                                }
+                                assert!(!lease.down.load(Ordering::SeqCst));
+                            }
+                            Err(AcquireError::Closed { .. }) => return,
+                            Err(e) => panic!("unexpected {e}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(20));
+        pool.close();
+        closed.store(true, Ordering::SeqCst);
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(late.load(Ordering::SeqCst), 0, "served after close()");
+    }
 }
 
 #[test]

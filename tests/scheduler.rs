@@ -140,7 +140,8 @@ fn stop_returns_promptly_with_a_sixty_second_tick() {
     scheduler.stop();
     let took = started.elapsed();
     assert!(!scheduler.is_running());
-    assert!(took < Duration::from_secs(1), "stop took {took:?}");
+    // Generous: a stop that waited for the tick would take 60 s.
+    assert!(took < Duration::from_secs(10), "stop took {took:?}");
 }
 
 #[test]
@@ -149,7 +150,7 @@ fn dropping_the_scheduler_stops_its_thread() {
     scheduler.start().unwrap();
     let started = Instant::now();
     drop(scheduler);
-    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(started.elapsed() < Duration::from_secs(10), "60 s tick");
 }
 
 struct Panicky;

@@ -147,6 +147,8 @@ pub(crate) struct WorkerCell<W: Worker> {
     pub(crate) owner: Weak<PoolInner<W>>,
     /// Whether `Worker::shutdown` was handed out (exactly once).
     shut_down: AtomicBool,
+    /// Whether `Worker::shutdown` has returned (or panicked).
+    shutdown_finished: AtomicBool,
     pub(crate) key: Arc<str>,
     pub(crate) worker: W,
 }
@@ -184,6 +186,7 @@ impl<W: Worker> WorkerCell<W> {
             shared,
             owner,
             shut_down: AtomicBool::new(false),
+            shutdown_finished: AtomicBool::new(false),
             key,
             worker,
         }
@@ -303,9 +306,22 @@ impl<W: Worker> WorkerCell<W> {
             return;
         }
         let cell = Arc::clone(this);
-        this.shared
-            .reaper
-            .submit(Box::new(move || cell.worker.shutdown()));
+        this.shared.reaper.submit(Box::new(move || {
+            /// Marks the shutdown finished also when it panics.
+            struct Finished<'a>(&'a AtomicBool);
+            impl Drop for Finished<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::Release);
+                }
+            }
+            let _finished = Finished(&cell.shutdown_finished);
+            cell.worker.shutdown();
+        }));
+    }
+
+    /// Whether `Worker::shutdown` has returned (or panicked).
+    pub(crate) fn shutdown_finished(&self) -> bool {
+        self.shutdown_finished.load(Ordering::Acquire)
     }
 
     /// Sets `flag` (`KEY_WAITERS` or `BUDGET_WAITERS`) on the word; returns the word before.

@@ -1,7 +1,7 @@
 //! The pool's state and the protocol every request, load and eviction goes through.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use poolwarden_policies::{EvictionReason, KeyId, ModelOverrides, WorkerId};
@@ -344,25 +344,36 @@ impl<W: Worker> PoolInner<W> {
             key,
             |name| self.new_entry(name),
             |entry| {
+                // Checked again under the key's lock: `close()` sets the flag before it empties
+                // each key under the same lock, so a request that gets here after close() went
+                // by sees it, and one that got here before is failed by close().
+                if self.closed.load(Ordering::Acquire) {
+                    return None;
+                }
                 entry.first_arrival.fetch_min(arrived, Ordering::AcqRel);
                 if entry.waiters.is_empty() {
                     if let Some(lease) = entry.lease_ready(self.max_in_flight_per_worker) {
-                        return Enqueued::Served(lease);
+                        return Some(Enqueued::Served(lease));
                     }
                 }
                 let waiter = Waiter::new(wake, self.next_ticket.load(Ordering::Relaxed));
                 entry.waiters.push_back(Arc::clone(&waiter));
                 self.pump(entry, &mut after);
-                Enqueued::Waiting {
+                Some(Enqueued::Waiting {
                     waiter,
                     key: Arc::clone(&entry.name),
                     after: AfterLock::new(),
-                }
+                })
             },
         );
         Ok(match outcome {
-            Enqueued::Waiting { waiter, key, .. } => Enqueued::Waiting { waiter, key, after },
-            served => served,
+            None => {
+                return Err(AcquireError::Closed {
+                    pool: self.name.to_string(),
+                })
+            }
+            Some(Enqueued::Waiting { waiter, key, .. }) => Enqueued::Waiting { waiter, key, after },
+            Some(served) => served,
         })
     }
 
@@ -658,6 +669,30 @@ impl<W: Worker> PoolInner<W> {
         cell
     }
 
+    /// A worker that may not join the pool (its spawn slot is gone) with `in_flight` requests on
+    /// it: draining from the start, so it is shut down once they end (now, with none).
+    pub(crate) fn detached_worker(
+        &self,
+        key: &Arc<str>,
+        worker: W,
+        in_flight: u32,
+    ) -> Arc<WorkerCell<W>> {
+        let memory = worker.memory_bytes();
+        let cell = Arc::new(WorkerCell::new(
+            WorkerId(self.next_worker_id.fetch_add(1, Ordering::Relaxed)),
+            Arc::clone(key),
+            worker,
+            memory,
+            Arc::clone(&self.shared),
+            Weak::new(),
+            in_flight,
+            0,
+            0,
+        ));
+        WorkerCell::force_drain(&cell);
+        cell
+    }
+
     /// Takes a worker out of `key`: only if idle (and, with a count, not used since), or whatever
     /// its load if it is dead. Its bytes leave the accounting now; its shutdown runs on the
     /// reaper once nothing is in flight on it.
@@ -670,7 +705,7 @@ impl<W: Worker> PoolInner<W> {
     ) -> Option<Eviction> {
         let now = self.now();
         let mut after = AfterLock::new();
-        let (cell, workers_left, name) = self.map.write(key, |entry| {
+        let (cell, workers_left, name, promise) = self.map.write(key, |entry| {
             let position = entry.workers.iter().position(|c| c.id == worker)?;
             let cell = &entry.workers[position];
             match how {
@@ -682,6 +717,8 @@ impl<W: Worker> PoolInner<W> {
                 }
             }
             let cell = entry.workers.swap_remove(position);
+            // Until its shutdown is handed over below, `close()` waiting on the reaper counts it.
+            let promise = self.shared.reaper.promise();
             entry.last_eviction = Some(now);
             entry
                 .arrivals
@@ -689,12 +726,13 @@ impl<W: Worker> PoolInner<W> {
             if !entry.waiters.is_empty() {
                 self.pump(entry, &mut after);
             }
-            Some((cell, entry.workers.len(), Arc::clone(&entry.name)))
+            Some((cell, entry.workers.len(), Arc::clone(&entry.name), promise))
         })??;
         match how {
             Removal::Dead => WorkerCell::force_drain(&cell),
             Removal::IfIdle(_) => WorkerCell::finish_drain(&cell),
         }
+        drop(promise);
         self.accounted_bytes
             .fetch_sub(cell.memory_bytes, Ordering::AcqRel);
         if let Some((budget, _)) = &self.budget {
@@ -773,6 +811,9 @@ impl<W: Worker> PoolInner<W> {
             |name| self.new_entry(name),
             |entry| {
                 let mut tickets = Vec::new();
+                if self.closed.load(Ordering::Acquire) {
+                    return (Arc::clone(&entry.name), tickets);
+                }
                 while tickets.len() < workers && entry.workers.len() + entry.spawns.len() < max {
                     let id = self.next_ticket.fetch_add(1, Ordering::Relaxed);
                     entry.spawns.push(SpawnTicket {

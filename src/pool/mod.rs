@@ -93,6 +93,8 @@ pub enum ReserveRefusal {
         /// The budget's limit.
         limit: u64,
     },
+    /// The pool was closed ([`Pool::close`]).
+    Closed,
 }
 
 /// One key's state at one moment.
@@ -381,13 +383,18 @@ impl<W: Worker> SpawnReservation<W> {
     }
 
     /// Adds `worker` to the pool and returns a lease on it for the caller that reserved it.
+    ///
+    /// If the slot is gone (the pool was closed, or the reservation was held past
+    /// `spawn_timeout` and counted as a failed spawn), the worker does not join the pool: the
+    /// lease still serves the caller's request, and the worker is shut down when it ends.
     pub fn complete(self, worker: W) -> Lease<W> {
         let cell = self.add(worker, 1);
         Lease { cell }
     }
 
     /// Adds `worker` to the pool idle, with no request on it (a pre-warm): no arrival is
-    /// counted for it.
+    /// counted for it. If the slot is gone (see [`SpawnReservation::complete`]), the worker is
+    /// shut down instead.
     pub fn complete_idle(self, worker: W) {
         self.add(worker, 0);
     }
@@ -397,17 +404,28 @@ impl<W: Worker> SpawnReservation<W> {
         let inner = &self.pool.inner;
         let took = inner.now().saturating_sub(self.started);
         let ticket = self.ticket;
+        let mut worker = Some(worker);
         let cell = inner.map.write(&self.key, |entry| {
             let position = entry.spawns.iter().position(|t| t.id == ticket)?;
             let ticket = entry.spawns.remove(position);
+            let worker = worker.take()?;
             Some(inner.add_worker(entry, worker, &ticket, took, in_flight))
         });
         if let Some((budget, _)) = &inner.budget {
             budget.notify();
         }
-        match cell.flatten() {
-            Some(cell) => cell,
-            None => unreachable!("a reservation's ticket lives until it completes or drops"),
+        match (cell.flatten(), worker) {
+            (Some(cell), _) => cell,
+            (None, None) => unreachable!("the worker joined the pool"),
+            (None, Some(worker)) => {
+                log::warn!(
+                    "pool {}: a reserved spawn of `{}` completed after the pool closed or its spawn timed out; the worker stays out of the pool and is shut down {}",
+                    inner.name,
+                    self.key,
+                    if in_flight == 0 { "now" } else { "when its lease ends" }
+                );
+                inner.detached_worker(&self.key, worker, in_flight)
+            }
         }
     }
 }
@@ -553,6 +571,9 @@ impl<W: Worker> Pool<W> {
     /// to make room are listed by [`Pool::take_admission_evictions`].
     pub fn try_reserve(&self, key: &str) -> Result<SpawnReservation<W>, ReserveRefusal> {
         let inner = &self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(ReserveRefusal::Closed);
+        }
         let max = inner.max_workers_per_model.load(Ordering::Relaxed);
         let at_limit = inner
             .map
@@ -592,7 +613,9 @@ impl<W: Worker> Pool<W> {
                 KeyEntry::new(name, id, overrides)
             },
             |entry| {
-                if entry.workers.len() + entry.spawns.len() >= max {
+                if inner.closed.load(Ordering::Acquire)
+                    || entry.workers.len() + entry.spawns.len() >= max
+                {
                     return (Arc::clone(&entry.name), None);
                 }
                 let id = inner.next_ticket.fetch_add(1, Ordering::Relaxed);
@@ -616,11 +639,15 @@ impl<W: Worker> Pool<W> {
                 done: false,
             }),
             None => {
-                // Filled up meanwhile.
+                // Filled up, or closed, meanwhile.
                 if let Some((budget, _)) = &inner.budget {
                     budget.give_back(reserved_bytes);
                 }
-                Err(ReserveRefusal::AtLimit)
+                if inner.closed.load(Ordering::Acquire) {
+                    Err(ReserveRefusal::Closed)
+                } else {
+                    Err(ReserveRefusal::AtLimit)
+                }
             }
         }
     }
@@ -711,8 +738,11 @@ impl<W: Worker> Pool<W> {
     /// waiting.
     pub fn close(&self) {
         let cells = self.inner.shut_everything();
+        // Each worker's shutdown is handed to the reaper by whoever ends its last request, a
+        // moment after that request's in-flight count went to zero: wait for the shutdown
+        // itself. Workers evicted just before are counted by the reaper (promised or queued).
         for cell in &cells {
-            while cell.state().in_flight() > 0 {
+            while !cell.shutdown_finished() {
                 park_timeout(Duration::from_millis(1));
             }
         }

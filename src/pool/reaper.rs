@@ -32,6 +32,8 @@ struct State {
     idle: usize,
     /// Jobs running now.
     running: usize,
+    /// Shutdowns promised ([`Reaper::promise`]) and not yet submitted.
+    promised: usize,
 }
 
 struct Shared {
@@ -113,12 +115,20 @@ impl Reaper {
         }
     }
 
-    /// Waits until no shutdown is queued or running, at most `timeout` (`None`: no limit).
+    /// Counts a shutdown about to be submitted (a worker just left its pool) until the returned
+    /// promise is dropped, so that [`Reaper::wait_idle`] waits for it too. Submit first, then
+    /// drop the promise.
+    pub(crate) fn promise(&self) -> Promise<'_> {
+        lock(&self.shared.state).promised += 1;
+        Promise { reaper: self }
+    }
+
+    /// Waits until no shutdown is promised, queued or running, at most `timeout` (`None`: no limit).
     /// Returns whether it got there.
     pub(crate) fn wait_idle(&self, timeout: Option<Duration>) -> bool {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut state = lock(&self.shared.state);
-        while !state.jobs.is_empty() || state.running > 0 {
+        while !state.jobs.is_empty() || state.running > 0 || state.promised > 0 {
             let wait = match deadline {
                 Some(deadline) => {
                     let now = Instant::now();
@@ -144,6 +154,18 @@ impl Reaper {
     pub(crate) fn pending(&self) -> usize {
         let state = lock(&self.shared.state);
         state.jobs.len() + state.running
+    }
+}
+
+/// A shutdown the reaper waits for before it is submitted ([`Reaper::promise`]).
+pub(crate) struct Promise<'a> {
+    reaper: &'a Reaper,
+}
+
+impl Drop for Promise<'_> {
+    fn drop(&mut self) {
+        lock(&self.reaper.shared.state).promised -= 1;
+        self.reaper.shared.done.notify_all();
     }
 }
 
@@ -183,14 +205,14 @@ mod tests {
         let reaper = Reaper::new("test-reaper".into(), false);
         let done = Arc::new(AtomicUsize::new(0));
         let start = Instant::now();
-        reaper.submit(Box::new(|| std::thread::sleep(Duration::from_millis(800))));
+        reaper.submit(Box::new(|| std::thread::sleep(Duration::from_secs(5))));
         let d = done.clone();
         reaper.submit(Box::new(move || {
             d.fetch_add(1, Ordering::SeqCst);
         }));
         while done.load(Ordering::SeqCst) == 0 {
             assert!(
-                start.elapsed() < Duration::from_millis(700),
+                start.elapsed() < Duration::from_secs(3),
                 "waited for the slow one"
             );
             std::thread::sleep(Duration::from_millis(1));

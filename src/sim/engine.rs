@@ -1012,7 +1012,8 @@ impl<'a> Engine<'a> {
         }
         let reservation = match result {
             Ok(reservation) => reservation,
-            Err(ReserveRefusal::AtLimit) => return SpawnOutcome::AtLimit,
+            // The simulator never closes its pools.
+            Err(ReserveRefusal::AtLimit | ReserveRefusal::Closed) => return SpawnOutcome::AtLimit,
             Err(ReserveRefusal::NoMemory { .. }) => return SpawnOutcome::NoMemory,
             Err(ReserveRefusal::TooBig { .. }) => return SpawnOutcome::TooBig,
         };
