@@ -1,6 +1,8 @@
 //! Adversarial tests of the config, the config-driven builders and the operator CLI, written
 //! from the promises of the README, not from the implementation.
 
+#[path = "common/bin.rs"]
+mod bin;
 mod common;
 
 use std::collections::BTreeMap;
@@ -11,12 +13,11 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{secs, Model};
+use bin::run_in_process;
+use common::{keep_alive, secs, Model};
 use poolwarden::cli::Exit;
 use poolwarden::config::{Config, ConfigError, PerModel, PolicyRegistry, PolicyScope, PolicySpec};
-use poolwarden::policies::{
-    ByteSize, EvictionPolicy, EvictionReason, KeepAlive, KeepAliveConfig, Proposal, Snapshot,
-};
+use poolwarden::policies::{ByteSize, EvictionPolicy, EvictionReason, Proposal, Snapshot};
 use poolwarden::{AcquireError, ManualClock, Pool, SpawnError};
 
 // ---- Helpers ----
@@ -74,22 +75,6 @@ fn tick_through(
         }
     }
     seen
-}
-
-fn run_in_process(
-    args: &[&str],
-    registry: &PolicyRegistry,
-    input: &[u8],
-) -> (Exit, String, String) {
-    let mut argv = vec!["poolwarden"];
-    argv.extend_from_slice(args);
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let exit = poolwarden::cli::run(argv, registry, &mut &input[..], &mut out, &mut err);
-    (
-        exit,
-        String::from_utf8(out).unwrap(),
-        String::from_utf8(err).unwrap(),
-    )
 }
 
 fn cli(args: &[&str], input: &[u8]) -> (Exit, String, String) {
@@ -1233,16 +1218,6 @@ fn a_sub_table_locates_errors_with_the_path_from_the_files_root() {
 
 // ---- Reload ----
 
-fn keep_alive(ttl: u64) -> Box<dyn EvictionPolicy> {
-    Box::new(
-        KeepAlive::new(KeepAliveConfig {
-            ttl: secs(ttl),
-            min_workers: 0,
-        })
-        .unwrap(),
-    )
-}
-
 #[test]
 fn replace_policy_swaps_the_default_and_a_pools_policy_between_ticks() {
     let registry = PolicyRegistry::new();
@@ -1267,14 +1242,14 @@ fn replace_policy_swaps_the_default_and_a_pools_policy_between_ticks() {
     assert!(tick_through(&clock, &scheduler, 0, 100).is_empty());
     // b gets keep-alive 10s of its own: only b's key goes.
     scheduler
-        .replace_policy(PolicyScope::Pool("b"), Some(keep_alive(10)))
+        .replace_policy(PolicyScope::Pool("b"), Some(keep_alive(secs(10))))
         .unwrap();
     let evictions = tick_through(&clock, &scheduler, 101, 200);
     assert_eq!(evictions, vec![(101, "b".to_string(), "y".to_string())]);
     assert_eq!(a.workers("x"), 1);
     // The default becomes keep-alive 10s: a's key goes at the next tick.
     scheduler
-        .replace_policy(PolicyScope::Default, Some(keep_alive(10)))
+        .replace_policy(PolicyScope::Default, Some(keep_alive(secs(10))))
         .unwrap();
     let evictions = tick_through(&clock, &scheduler, 201, 300);
     assert_eq!(evictions, vec![(201, "a".to_string(), "x".to_string())]);

@@ -12,15 +12,14 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use poolwarden::events::{PoolEvent, RecvTimeoutError, TryRecvError};
-use poolwarden::policies::{KeepAlive, KeepAliveConfig, MemoryPressure, MemoryPressureConfig};
+use poolwarden::policies::{MemoryPressure, MemoryPressureConfig};
 use poolwarden::status::Status;
 use poolwarden::{
-    EvictionPolicy, EvictionReason, FixedProbe, ManualClock, MemoryReading, Pool, Scheduler,
-    SpawnError, Worker,
+    EvictionReason, FixedProbe, ManualClock, MemoryReading, Pool, Scheduler, SpawnError, Worker,
 };
 
 mod common;
-use common::eventually;
+use common::{eventually, keep_alive, secs};
 
 /// A worker with a footprint and a liveness flag.
 struct Model {
@@ -43,16 +42,6 @@ fn model(bytes: u64) -> Model {
         bytes,
         alive: Arc::new(AtomicBool::new(true)),
     }
-}
-
-fn keep_alive(ttl: u64) -> Box<dyn EvictionPolicy> {
-    Box::new(
-        KeepAlive::new(KeepAliveConfig {
-            ttl: Duration::from_secs(ttl),
-            min_workers: 0,
-        })
-        .unwrap(),
-    )
 }
 
 /// A factory whose loads of keys starting with `slow` wait for one message on the gate each.
@@ -127,7 +116,7 @@ mod metrics_runs {
         .build();
         let scheduler = Scheduler::builder()
             .clock(clock.clone())
-            .policy(keep_alive(1000))
+            .policy(keep_alive(secs(1000)))
             .build();
         scheduler.register(&pool);
         let events = scheduler.subscribe();
@@ -182,7 +171,7 @@ mod metrics_runs {
         .build();
         let scheduler = Scheduler::builder()
             .clock(clock.clone())
-            .policy(keep_alive(1000))
+            .policy(keep_alive(secs(1000)))
             .build();
         scheduler.register(&pool);
         assert!(pool.acquire("boom").is_err());
@@ -229,7 +218,7 @@ mod metrics_runs {
             .build();
         let scheduler = Scheduler::builder()
             .clock(clock.clone())
-            .policy(keep_alive(10))
+            .policy(keep_alive(secs(10)))
             .build();
         scheduler.register(&pool);
         let a1 = pool.acquire("a").unwrap();
@@ -361,7 +350,7 @@ mod metrics_runs {
         let (pool, open) = gated_pool(POOL, &clock, 1);
         let scheduler = Scheduler::builder()
             .clock(clock.clone())
-            .policy(keep_alive(1000))
+            .policy(keep_alive(secs(1000)))
             .build();
         scheduler.register(&pool);
         let p = pool.clone();
@@ -402,7 +391,7 @@ mod metrics_runs {
             .build();
         let scheduler = Scheduler::builder()
             .clock(clock.clone())
-            .policy(keep_alive(1000))
+            .policy(keep_alive(secs(1000)))
             .build();
         scheduler.register(&pool);
         let held = pool.acquire("a").unwrap(); // cold start 1
@@ -452,7 +441,7 @@ mod metrics_runs {
             .build();
         let scheduler = Scheduler::builder()
             .clock(clock.clone())
-            .policy(keep_alive(1000))
+            .policy(keep_alive(secs(1000)))
             .build();
         scheduler.register(&pool);
         let done = Arc::new(AtomicUsize::new(0));
@@ -499,7 +488,7 @@ fn status_reports_idle_busy_age_and_footprint_in_json() {
     let scheduler = Scheduler::builder()
         .clock(clock.clone())
         .probe(probe)
-        .policy(keep_alive(1000))
+        .policy(keep_alive(secs(1000)))
         .build();
     scheduler.register(&pool);
     clock.set(Duration::from_secs(3));
@@ -582,7 +571,7 @@ fn stats_and_events_serialize() {
         .build();
     let scheduler = Scheduler::builder()
         .clock(clock.clone())
-        .policy(keep_alive(5))
+        .policy(keep_alive(secs(5)))
         .build();
     scheduler.register(&pool);
     let events = scheduler.subscribe();
@@ -625,7 +614,7 @@ fn simple_pool(name: &str, clock: &Arc<ManualClock>) -> Pool<Model> {
 fn scheduler_for(pool: &Pool<Model>, clock: &Arc<ManualClock>) -> Scheduler {
     let scheduler = Scheduler::builder()
         .clock(clock.clone())
-        .policy(keep_alive(1))
+        .policy(keep_alive(secs(1)))
         .build();
     scheduler.register(pool);
     scheduler
@@ -914,7 +903,7 @@ mod cli_status {
             .build();
         let scheduler = Scheduler::builder()
             .clock(clock.clone())
-            .policy(keep_alive(60))
+            .policy(keep_alive(secs(60)))
             .build();
         scheduler.register(&pool);
         drop(pool.acquire("llama").unwrap());

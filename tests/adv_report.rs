@@ -2,11 +2,17 @@
 //! command: hostile names, many pools and keys, extreme windows, many policies, budgets on some
 //! pools only, and the consistency of text, JSON and CSV for one run.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+#[path = "common/bin.rs"]
+mod bin;
+#[path = "common/svg_layout.rs"]
+mod svg_layout;
 
+use std::path::{Path, PathBuf};
+
+use bin::poolwarden;
 use resvg::tiny_skia::{Pixmap, Transform};
 use resvg::usvg;
+use svg_layout::{options, Box2};
 
 fn temp_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("poolwarden-advrep-{}", std::process::id()));
@@ -18,14 +24,6 @@ fn write(name: &str, text: &str) -> String {
     let path = temp_dir().join(name);
     std::fs::write(&path, text).unwrap();
     path.to_str().unwrap().to_string()
-}
-
-fn poolwarden(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_poolwarden"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run poolwarden")
 }
 
 fn ok(args: &[&str]) -> String {
@@ -58,38 +56,6 @@ fn json(args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("invalid JSON ({e}): {text}"))
 }
 
-fn options() -> usvg::Options<'static> {
-    let mut options = usvg::Options::default();
-    options.fontdb_mut().load_system_fonts();
-    options
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Box2 {
-    left: f32,
-    top: f32,
-    right: f32,
-    bottom: f32,
-}
-
-impl Box2 {
-    fn overlaps(&self, other: &Box2) -> bool {
-        self.left < other.right
-            && other.left < self.right
-            && self.top < other.bottom
-            && other.top < self.bottom
-    }
-}
-
-fn to_box(r: usvg::Rect) -> Box2 {
-    Box2 {
-        left: r.left(),
-        top: r.top(),
-        right: r.right(),
-        bottom: r.bottom(),
-    }
-}
-
 /// Every text node's box, with its text.
 fn text_boxes(group: &usvg::Group, out: &mut Vec<(String, Box2)>) {
     for node in group.children() {
@@ -97,7 +63,7 @@ fn text_boxes(group: &usvg::Group, out: &mut Vec<(String, Box2)>) {
             usvg::Node::Group(g) => text_boxes(g, out),
             usvg::Node::Text(t) => {
                 let text: String = t.chunks().iter().map(|c| c.text()).collect();
-                out.push((text, to_box(node.abs_bounding_box())));
+                out.push((text, Box2::from(node.abs_bounding_box())));
             }
             _ => {}
         }
@@ -145,7 +111,7 @@ fn check_svg(name: &str, svg: &str) -> usvg::Tree {
         .iter()
         .filter_map(|id| {
             tree.node_by_id(id)
-                .map(|n| (id.clone(), to_box(n.abs_bounding_box())))
+                .map(|n| (id.clone(), Box2::from(n.abs_bounding_box())))
         })
         .collect();
     let (plots, labels): (Vec<_>, Vec<_>) =

@@ -1,5 +1,7 @@
 //! The operator CLI contract: `poolwarden check` and `poolwarden simulate`.
 
+#[path = "common/bin.rs"]
+mod bin;
 #[path = "../examples/support/learned_keep_alive.rs"]
 mod learned_keep_alive;
 
@@ -7,17 +9,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use bin::{poolwarden, run_in_process};
 use poolwarden::cli::Exit;
 use poolwarden::PolicyRegistry;
 use proptest::prelude::*;
-
-fn poolwarden(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_poolwarden"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run poolwarden")
-}
 
 /// Runs the binary with `input` on its standard input and `env` set.
 fn poolwarden_with(args: &[&str], input: &[u8], env: &[(&str, &str)]) -> Output {
@@ -38,23 +33,6 @@ fn poolwarden_with(args: &[&str], input: &[u8], env: &[(&str, &str)]) -> Output 
     let _ = stdin.write_all(input);
     drop(stdin);
     child.wait_with_output().expect("wait for poolwarden")
-}
-
-/// Runs the CLI in-process with `registry`: (exit, stdout, stderr).
-fn run_in_process(
-    args: &[&str],
-    registry: &PolicyRegistry,
-    input: &[u8],
-) -> (Exit, String, String) {
-    let mut argv = vec!["poolwarden"];
-    argv.extend_from_slice(args);
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let exit = poolwarden::cli::run(argv, registry, &mut &input[..], &mut out, &mut err);
-    (
-        exit,
-        String::from_utf8(out).unwrap(),
-        String::from_utf8(err).unwrap(),
-    )
 }
 
 fn stdout(output: &Output) -> String {

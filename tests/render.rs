@@ -7,12 +7,16 @@
 //! (`docs/scenario5.png`, `docs/conv.png`) from these very renderings, and
 //! `POOLWARDEN_RENDER_DIR=DIR` writes every rendering to DIR, to look at.
 
+#[path = "common/svg_layout.rs"]
+mod svg_layout;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use poolwarden::sim::{pareto_svg, ParetoPoint};
 use resvg::tiny_skia::{Pixmap, Transform};
 use resvg::usvg;
+use svg_layout::{options, Box2};
 
 fn manifest(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -43,38 +47,8 @@ fn simulate_svg(name: &str, args: &[&str]) -> String {
     std::fs::read_to_string(&svg).unwrap()
 }
 
-fn options() -> usvg::Options<'static> {
-    let mut options = usvg::Options::default();
-    options.fontdb_mut().load_system_fonts();
-    options
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Box2 {
-    left: f32,
-    top: f32,
-    right: f32,
-    bottom: f32,
-}
-
-impl Box2 {
-    fn overlaps(&self, other: &Box2) -> bool {
-        self.left < other.right
-            && other.left < self.right
-            && self.top < other.bottom
-            && other.top < self.bottom
-    }
-}
-
 fn box_of(tree: &usvg::Tree, id: &str) -> Option<Box2> {
-    let node = tree.node_by_id(id)?;
-    let r = node.abs_bounding_box();
-    Some(Box2 {
-        left: r.left(),
-        top: r.top(),
-        right: r.right(),
-        bottom: r.bottom(),
-    })
+    Some(Box2::from(tree.node_by_id(id)?.abs_bounding_box()))
 }
 
 /// The ids of the elements that must not overlap a plot: titles, legend, headings, notes,

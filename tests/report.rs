@@ -2,8 +2,10 @@
 //! parameters, columns sized to their content, one time format, rates that stay non-zero, and
 //! the timeline only on request.
 
-use std::process::Command;
+#[path = "common/bin.rs"]
+mod bin;
 
+use bin::poolwarden;
 use poolwarden::config::{Config, PolicyRegistry, PolicySpec};
 use poolwarden::sim::{
     align_windows, render_text, render_text_with, simulate, EventsShown, SimOptions, SimRun,
@@ -248,14 +250,6 @@ fn a_chain_is_labelled_with_each_member_and_its_parameters() {
     );
     assert!(run.label().starts_with("chain(memory-pressure high="));
     assert_eq!(run.memory_limit_bytes, Some(16 << 30));
-}
-
-fn poolwarden(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_poolwarden"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run poolwarden")
 }
 
 #[test]

@@ -138,25 +138,15 @@ pub fn fetch_status(url: &str, timeout: Duration) -> Result<Status, FetchError> 
         AnswerError::Io(e) => unreachable(e),
         AnswerError::TooLarge => bad("an answer over 64 MiB".to_string()),
     })?;
-    let split = answer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| bad("no HTTP response".to_string()))?;
+    let split = head_end(&answer).ok_or_else(|| bad("no HTTP response".to_string()))?;
     let head = String::from_utf8_lossy(&answer[..split]);
     let mut body = answer[split + 4..].to_vec();
-    let mut lines = head.lines();
-    let status_line = lines.next().unwrap_or_default();
+    let status_line = head.lines().next().unwrap_or_default();
     let code = status_line.split_whitespace().nth(1).unwrap_or_default();
     if !status_line.starts_with("HTTP/1.") || code != "200" {
         return Err(bad(format!("`{status_line}`")));
     }
-    let chunked = lines.any(|line| {
-        line.split_once(':').is_some_and(|(name, value)| {
-            name.trim().eq_ignore_ascii_case("transfer-encoding")
-                && value.trim().eq_ignore_ascii_case("chunked")
-        })
-    });
-    if chunked {
+    if header(&head, "transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
         body = dechunk(&body).ok_or_else(|| bad("a malformed chunked body".to_string()))?;
     }
     serde_json::from_slice(&body).map_err(|e| bad(format!("a body that is not a status: {e}")))
@@ -194,18 +184,27 @@ fn read_answer(stream: &mut impl Read) -> Result<Vec<u8>, AnswerError> {
             return Err(AnswerError::TooLarge);
         }
         if expected.is_none() {
-            if let Some(split) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+            if let Some(split) = head_end(&answer) {
                 let head = String::from_utf8_lossy(&answer[..split]);
-                expected = head.lines().skip(1).find_map(|line| {
-                    let (name, value) = line.split_once(':')?;
-                    name.trim()
-                        .eq_ignore_ascii_case("content-length")
-                        .then(|| value.trim().parse::<usize>().ok())?
-                        .map(|length| split + 4 + length)
-                });
+                expected = header(&head, "content-length")
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .map(|length| split + 4 + length);
             }
         }
     }
+}
+
+/// Where an answer's head ends (the offset of its blank line), once it has arrived.
+fn head_end(answer: &[u8]) -> Option<usize> {
+    answer.windows(4).position(|w| w == b"\r\n\r\n")
+}
+
+/// The value of the header `name` (any case) in an answer's `head`, trimmed.
+fn header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
+    head.lines().skip(1).find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
+    })
 }
 
 /// The body of a `Transfer-Encoding: chunked` response.

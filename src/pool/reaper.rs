@@ -11,6 +11,7 @@
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -32,12 +33,13 @@ struct State {
     idle: usize,
     /// Jobs running now.
     running: usize,
-    /// Shutdowns promised ([`Reaper::promise`]) and not yet submitted.
-    promised: usize,
 }
 
 struct Shared {
     state: Mutex<State>,
+    /// Shutdowns promised ([`Reaper::promise`]) and not yet submitted: an atomic, so that a
+    /// promise made under a key's lock takes no other lock.
+    promised: AtomicUsize,
     /// Signals a new job to an idle thread.
     work: Condvar,
     /// Signals a finished job to `wait_idle`.
@@ -69,6 +71,7 @@ impl Reaper {
             inline,
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
+                promised: AtomicUsize::new(0),
                 work: Condvar::new(),
                 done: Condvar::new(),
             }),
@@ -119,7 +122,7 @@ impl Reaper {
     /// promise is dropped, so that [`Reaper::wait_idle`] waits for it too. Submit first, then
     /// drop the promise.
     pub(crate) fn promise(&self) -> Promise<'_> {
-        lock(&self.shared.state).promised += 1;
+        self.shared.promised.fetch_add(1, Ordering::AcqRel);
         Promise { reaper: self }
     }
 
@@ -128,7 +131,10 @@ impl Reaper {
     pub(crate) fn wait_idle(&self, timeout: Option<Duration>) -> bool {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut state = lock(&self.shared.state);
-        while !state.jobs.is_empty() || state.running > 0 || state.promised > 0 {
+        while !state.jobs.is_empty()
+            || state.running > 0
+            || self.shared.promised.load(Ordering::Acquire) > 0
+        {
             let wait = match deadline {
                 Some(deadline) => {
                     let now = Instant::now();
@@ -164,8 +170,11 @@ pub(crate) struct Promise<'a> {
 
 impl Drop for Promise<'_> {
     fn drop(&mut self) {
-        lock(&self.reaper.shared.state).promised -= 1;
-        self.reaper.shared.done.notify_all();
+        let shared = &self.reaper.shared;
+        shared.promised.fetch_sub(1, Ordering::AcqRel);
+        // Through the lock, so that a `wait_idle` between its check and its wait is not missed.
+        drop(lock(&shared.state));
+        shared.done.notify_all();
     }
 }
 

@@ -327,9 +327,17 @@ struct WorkerTable {
 }
 
 impl WorkerTable {
-    fn slot(&mut self, id: usize) -> (&mut u32, &mut u64) {
+    /// Requests in flight on worker `id`.
+    fn in_flight(&mut self, id: usize) -> &mut u32 {
         self.grow(id);
-        (&mut self.in_flight[id], &mut self.ready_at[id])
+        &mut self.in_flight[id]
+    }
+
+    /// Worker `id`'s spawn, started at `started`, finished at `ready`.
+    fn spawned(&mut self, id: usize, started: u64, ready: u64) {
+        self.grow(id);
+        self.started_at[id] = started;
+        self.ready_at[id] = ready;
     }
 
     fn grow(&mut self, id: usize) {
@@ -1144,8 +1152,7 @@ impl<'a> Engine<'a> {
         self.last_change = self.now;
         let pool = self.keys[key].pool;
         let id = worker_index(lease.worker_id());
-        *self.worker_tables[pool].slot(id).1 = self.now;
-        self.worker_tables[pool].started_at[id] = started;
+        self.worker_tables[pool].spawned(id, started, self.now);
         match self.keys[key].waiting.pop_front() {
             Some(request) => {
                 self.queued -= 1;
@@ -1169,7 +1176,7 @@ impl<'a> Engine<'a> {
         let pool = self.keys[key].pool;
         let id = worker_index(lease.worker_id());
         let cold = waited && self.worker_tables[pool].waited_for_spawn(id, arrival);
-        let (in_flight, _) = self.worker_tables[pool].slot(id);
+        let in_flight = self.worker_tables[pool].in_flight(id);
         *in_flight += 1;
         if *in_flight == 1 {
             self.busy_workers += 1;
@@ -1203,7 +1210,7 @@ impl<'a> Engine<'a> {
         self.free_slots.push(slot);
         let (pool, id) = (self.keys[key].pool, worker_index(lease.worker_id()));
         drop(lease);
-        let (count, _) = self.worker_tables[pool].slot(id);
+        let count = self.worker_tables[pool].in_flight(id);
         *count = count.saturating_sub(1);
         if *count == 0 {
             self.busy_workers -= 1;
@@ -1219,7 +1226,7 @@ impl<'a> Engine<'a> {
         let Some(b) = self.pool_budget[pool] else {
             return;
         };
-        if *self.worker_tables[pool].slot(id).0 == 0 {
+        if *self.worker_tables[pool].in_flight(id) == 0 {
             self.pump(b);
         }
     }

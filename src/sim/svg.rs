@@ -100,7 +100,8 @@ pub(crate) fn fit(text: &str, size: f64, width: f64) -> String {
     let mut room = width / size - sans_em('…');
     let (mut head, mut tail) = (0, 0);
     while head + tail < chars.len() {
-        let next = if head <= tail {
+        let from_head = head <= tail;
+        let next = if from_head {
             chars[head]
         } else {
             chars[chars.len() - 1 - tail]
@@ -109,7 +110,7 @@ pub(crate) fn fit(text: &str, size: f64, width: f64) -> String {
         if room < 0.0 {
             break;
         }
-        if head <= tail {
+        if from_head {
             head += 1;
         } else {
             tail += 1;
